@@ -226,6 +226,13 @@ class MolmoAct(nn.Module):
             x = block(x, cos, sin, i, cache, input_pos, mask, kv_len)
         return self.model.transformer.ln_f(x)
 
+    @property
+    def output_weight(self) -> torch.Tensor:
+        return self.model.transformer.wte.embedding if self.cfg.tie_word_embeddings else self.lm_head.weight
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        weight = self.model.transformer.wte.embedding if self.cfg.tie_word_embeddings else self.lm_head.weight
-        return F.linear(hidden, weight)
+        return F.linear(hidden, self.output_weight)
+
+    def logits_for(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Logits of ``ids`` only (constrained decoding never needs the other rows)."""
+        return F.linear(hidden, self.output_weight[ids])

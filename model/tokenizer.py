@@ -116,9 +116,16 @@ def _tiny_corpus() -> list[str]:
     return lines
 
 
-def build_tiny_tokenizer(bpe_vocab: int = 512, embedding_size: int = 768) -> Tokenizer:
-    """Byte-level BPE of ``bpe_vocab`` ids + the MolmoAct added tokens, padded to ``embedding_size``."""
-    if bpe_vocab < 256 + 64:
+def build_tiny_tokenizer(bpe_vocab: int = 512, embedding_size: int = 768, trained_vocab: int = 512,
+                         chat_specials: int = 2) -> Tokenizer:
+    """Byte-level BPE + the MolmoAct added tokens, padded to ``embedding_size``.
+
+    ``trained_vocab`` ids are learned on a small corpus; if ``bpe_vocab`` is larger the rest are inert
+    filler entries, which gives the real Qwen id layout (EOS at 151643, images at 152064) for
+    random-weight benchmarks at the 7B shape without shipping Qwen's vocabulary (with
+    ``chat_specials=21`` the depth tokens land at 151665.., as in MolmoAct-7B-D).
+    """
+    if trained_vocab < 256 + 64 or bpe_vocab < trained_vocab:
         raise TokenizerError("bpe_vocab must leave room for 256 action ids above the 256 byte tokens")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -126,12 +133,15 @@ def build_tiny_tokenizer(bpe_vocab: int = 512, embedding_size: int = 768) -> Tok
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=bpe_vocab, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    trainer = trainers.BpeTrainer(vocab_size=trained_vocab, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False, special_tokens=[])
     tok.train_from_iterator(_tiny_corpus() * 4, trainer=trainer)
-    if tok.get_vocab_size() != bpe_vocab:
-        raise TokenizerError(f"tiny BPE trained to {tok.get_vocab_size()} ids, wanted {bpe_vocab}")
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (EOS, *CHAT_SPECIALS)])
+    if tok.get_vocab_size() != trained_vocab:
+        raise TokenizerError(f"tiny BPE trained to {tok.get_vocab_size()} ids, wanted {trained_vocab}")
+    if bpe_vocab > trained_vocab:
+        tok = _with_fillers(tok, bpe_vocab)
+    specials = list(CHAT_SPECIALS) + [f"<|reserved_special_{i}|>" for i in range(chat_specials - len(CHAT_SPECIALS))]
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (EOS, *specials)])
     tok.add_tokens([AddedToken(t, special=False, normalized=False)
                     for t in (DEPTH_START, DEPTH_END, *(depth_token(i) for i in range(NUM_DEPTH_CODES)))])
     n_pad = embedding_size - tok.get_vocab_size(with_added_tokens=True)
@@ -141,6 +151,15 @@ def build_tiny_tokenizer(bpe_vocab: int = 512, embedding_size: int = 768) -> Tok
                             for i in range(n_pad)])
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in IMAGE_SPECIALS])
     return tok
+
+
+def _with_fillers(tok: Tokenizer, size: int) -> Tokenizer:
+    """Extend a trained BPE's vocabulary with entries no text can produce (no merges reach them)."""
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    for i in range(len(vocab), size):
+        vocab[f"<filler_{i}>"] = i
+    return Tokenizer.from_str(json.dumps(data))
 
 
 def save_tokenizer(tok: Tokenizer, out_dir: Path) -> None:

@@ -1,0 +1,351 @@
+"""The answer grammar of MolmoAct v1, as a program over token ids.
+
+``The depth map of the image is <DEPTH_START>`` + N codes + ``<DEPTH_END>. The trajectory of the end
+effector is [[x,y],…]`` (1..5 points, integers 0..255) ``. Based on this information, the action that
+the robot should take is [a1, …, aD].`` + EOS (a chunk checkpoint writes ``[[…], […]]``).
+
+The grammar is a generator that yields ``Forced(ids)`` where it has no choice and ``Choice(allowed)``
+where the model must pick; it is told the picked id through ``send``. The decoder drives it with the
+model (masking logits to ``allowed``, appending forced runs without a decode step of their own: jump-
+forward), and ``parse_answer_ids`` drives it with a finished token list, so decoding and parsing
+cannot disagree.
+
+Tokenization: the trace is built from the tokenizer's own encodings of its pieces — digits are single
+tokens (Qwen2 pre-tokenizer) and each punctuation run (``,`` ``],[`` ``]].``) is encoded as the
+tokenizer encodes it in running text — so a trace decoded by the model has exactly the token ids of
+the canonical string, and ``steer_text`` re-encoding the same trace reproduces them. Where several
+continuations are possible, a token trie decides when the model is asked.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Generator, Sequence
+
+from .tokenizer import MolmoActTokenizer
+
+MAX_COORD = 255
+DEPTH_PREFIX = " The depth map of the image is "
+TRACE_PREFIX = ". The trajectory of the end effector is [["
+ACTION_PREFIX = " Based on this information, the action that the robot should take is ["
+STEER_ACTION_PREFIX = (" Based on the image and the annotated trajectory of the end effector, "
+                       "the action that the robot should take is [")
+
+
+class GrammarError(ValueError):
+    """The tokenizer cannot express the grammar unambiguously."""
+
+
+class AnswerParseError(ValueError):
+    """An answer (ids or text) that does not follow the grammar; the message says where."""
+
+
+class TraceError(ValueError):
+    """An edited trace that cannot be used (no points, too many, NaN)."""
+
+
+@dataclass(frozen=True)
+class Forced:
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Choice:
+    allowed: tuple[int, ...]
+    segment: str  # "depth" | "trace" | "action": for per-segment timings
+
+
+@dataclass(frozen=True)
+class AnswerFormat:
+    depth_codes: int = 100
+    max_points: int = 5
+    action_dim: int = 7
+    action_horizon: int = 1  # rows of the action chunk (8 for LIBERO checkpoints)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_points <= 5:
+            raise ValueError("max_points must be 1..5")
+        if self.depth_codes < 1 or self.action_dim < 1 or self.action_horizon < 1:
+            raise ValueError("depth_codes, action_dim and action_horizon must be positive")
+
+
+@dataclass
+class ParsedAnswer:
+    depth_codes: list[int] = field(default_factory=list)
+    trace: list[tuple[int, int]] = field(default_factory=list)
+    action_token_ids: list[int] = field(default_factory=list)  # row-major, horizon*dim
+
+
+Program = Generator["Forced | Choice", "int | None", ParsedAnswer]
+
+
+class GrammarTokens:
+    """The grammar's pieces encoded once with the checkpoint's tokenizer."""
+
+    def __init__(self, tokenizer: MolmoActTokenizer, fmt: AnswerFormat = AnswerFormat(), n_bins: int = 256) -> None:
+        enc = tokenizer.encode
+        ids = tokenizer.ids
+        self.fmt = fmt
+        self.eos = ids.eos
+        self.depth_prefix = tuple(enc(DEPTH_PREFIX)) + (ids.depth_start,)
+        self.depth_ids = tuple(ids.depth_codes)
+        self.depth_code_of = {t: i for i, t in enumerate(ids.depth_codes)}
+        self.trace_prefix = (ids.depth_end,) + tuple(enc(TRACE_PREFIX))
+        self.comma = tuple(enc(","))
+        self.next_point = tuple(enc("],["))
+        self.end_trace = tuple(enc("]]."))
+        self.action_prefix = tuple(enc(ACTION_PREFIX))
+        self.steer_action_prefix = tuple(enc(STEER_ACTION_PREFIX))
+        self.action_sep = tuple(enc(", "))
+        self.row_open = tuple(enc("["))
+        self.row_sep_open = tuple(enc("], ["))
+        self.action_end = tuple(enc("]."))
+        self.chunk_end = tuple(enc("]]."))
+        base = tokenizer.action_base_id
+        self.action_ids = tuple(range(base - n_bins, base))
+        self.digit = []
+        for d in range(10):
+            e = enc(str(d))
+            if len(e) != 1:
+                raise GrammarError(f"{tokenizer.source}: digit {d} is not a single token")
+            self.digit.append(e[0])
+        self.digit_of = {t: d for d, t in enumerate(self.digit)}
+        for name in ("comma", "next_point", "end_trace"):
+            if set(getattr(self, name)[:1]) & set(self.digit):
+                raise GrammarError(f"{tokenizer.source}: {name} starts with a digit token")
+        if self.next_point[:1] == self.end_trace[:1] and (
+                _is_prefix(self.next_point, self.end_trace) or _is_prefix(self.end_trace, self.next_point)):
+            raise GrammarError(f"{tokenizer.source}: '],[' and ']].' encodings are ambiguous")
+
+    def trace_ids(self, trace: Sequence[tuple[int, int]]) -> tuple[int, ...]:
+        """The canonical ids of a trace, from the first x up to and including ``]].``."""
+        out: list[int] = []
+        for i, (x, y) in enumerate(trace):
+            out += [self.digit[int(c)] for c in str(x)] + list(self.comma)
+            out += [self.digit[int(c)] for c in str(y)]
+            out += list(self.end_trace if i == len(trace) - 1 else self.next_point)
+        return tuple(out)
+
+
+def _is_prefix(a: Sequence[int], b: Sequence[int]) -> bool:
+    return len(a) <= len(b) and tuple(b[:len(a)]) == tuple(a)
+
+
+# -- sub-programs ----------------------------------------------------------------------------------
+def choose_sequence(alternatives: dict, segment: str):
+    """Let the model pick one of several token sequences; forced where they agree (a trie walk)."""
+    remaining = {label: tuple(seq) for label, seq in alternatives.items()}
+    depth = 0
+    while True:
+        if len(remaining) == 1:
+            label, seq = next(iter(remaining.items()))
+            if depth < len(seq):
+                yield Forced(seq[depth:])
+            return label
+        nexts = {seq[depth] for seq in remaining.values() if depth < len(seq)}
+        if any(depth >= len(seq) for seq in remaining.values()):
+            raise GrammarError(f"ambiguous alternatives {list(remaining)}: one is a prefix of another")
+        if len(nexts) == 1:
+            token = next(iter(nexts))
+            yield Forced((token,))
+        else:
+            token = yield Choice(tuple(sorted(nexts)), segment)
+            if token not in nexts:
+                raise AnswerParseError(f"token {token} is not one of the allowed {sorted(nexts)}")
+        remaining = {lab: seq for lab, seq in remaining.items() if seq[depth] == token}
+        depth += 1
+
+
+def number_program(gt: GrammarTokens, follow: dict):
+    """An integer 0..255 without leading zeros, then one of the ``follow`` sequences."""
+    first = yield Choice(tuple(gt.digit), "trace")
+    if first not in gt.digit_of:
+        raise AnswerParseError(f"expected a digit, got token {first}")
+    value = gt.digit_of[first]
+    while True:
+        alts = dict(follow)
+        if value != 0:
+            for d in range(10):
+                if value * 10 + d <= MAX_COORD:
+                    alts[("digit", d)] = (gt.digit[d],)
+        label = yield from choose_sequence(alts, "trace")
+        if isinstance(label, tuple) and label[0] == "digit":
+            value = value * 10 + label[1]
+            continue
+        return value, label
+
+
+def trace_program(gt: GrammarTokens):
+    points: list[tuple[int, int]] = []
+    while True:
+        x, _ = yield from number_program(gt, {"comma": gt.comma})
+        follow = {"end": gt.end_trace}
+        if len(points) + 1 < gt.fmt.max_points:
+            follow["next"] = gt.next_point
+        y, label = yield from number_program(gt, follow)
+        points.append((x, y))
+        if label == "end":
+            return points
+
+
+def action_program(gt: GrammarTokens):
+    """D action tokens (or a chunk of rows), after the opening ``[`` of the action list."""
+    fmt = gt.fmt
+    chosen: list[int] = []
+    chunk = fmt.action_horizon > 1
+    if chunk:
+        yield Forced(gt.row_open)
+    for row in range(fmt.action_horizon):
+        for d in range(fmt.action_dim):
+            token = yield Choice(gt.action_ids, "action")
+            if token not in gt.action_ids:
+                raise AnswerParseError(f"expected an action token, got {token}")
+            chosen.append(token)
+            if d < fmt.action_dim - 1:
+                yield Forced(gt.action_sep)
+        if row < fmt.action_horizon - 1:
+            yield Forced(gt.row_sep_open)
+    yield Forced(gt.chunk_end if chunk else gt.action_end)
+    yield Forced((gt.eos,))
+    return chosen
+
+
+def reasoning_program(gt: GrammarTokens) -> Program:
+    """The full answer: depth, trace, action."""
+    out = ParsedAnswer()
+    yield Forced(gt.depth_prefix)
+    for _ in range(gt.fmt.depth_codes):
+        token = yield Choice(gt.depth_ids, "depth")
+        if token not in gt.depth_code_of:
+            raise AnswerParseError(f"expected a depth code token, got {token}")
+        out.depth_codes.append(gt.depth_code_of[token])
+    yield Forced(gt.trace_prefix)
+    out.trace = yield from trace_program(gt)
+    yield Forced(gt.action_prefix)
+    out.action_token_ids = yield from action_program(gt)
+    return out
+
+
+def forced_trace_program(gt: GrammarTokens, trace: Sequence[tuple[int, int]]) -> Program:
+    """What ``steer_text`` appends after the cached depth segment: the edited trace, then the action."""
+    out = ParsedAnswer(trace=list(trace))
+    yield Forced(gt.trace_prefix + gt.trace_ids(trace) + gt.action_prefix)
+    out.action_token_ids = yield from action_program(gt)
+    return out
+
+
+def steer_visual_program(gt: GrammarTokens) -> Program:
+    """The trajectory-conditioned answer: actions only."""
+    out = ParsedAnswer()
+    yield Forced(gt.steer_action_prefix)
+    out.action_token_ids = yield from action_program(gt)
+    return out
+
+
+# -- parsing -----------------------------------------------------------------------------------------
+def replay(program: Program, ids: Sequence[int]) -> ParsedAnswer:
+    """Drive a grammar program with a finished token list; any deviation is an AnswerParseError."""
+    pos = 0
+    try:
+        step = next(program)
+        while True:
+            if isinstance(step, Forced):
+                got = tuple(ids[pos:pos + len(step.ids)])
+                if got != step.ids:
+                    raise AnswerParseError(f"at token {pos}: expected {list(step.ids)}, got {list(got)}")
+                pos += len(step.ids)
+                step = program.send(None)
+            else:
+                if pos >= len(ids):
+                    raise AnswerParseError(f"answer ends at token {pos} where the grammar expects a {step.segment} token")
+                if ids[pos] not in step.allowed:
+                    raise AnswerParseError(f"at token {pos}: {ids[pos]} is not an allowed {step.segment} token")
+                pos += 1
+                step = program.send(ids[pos - 1])
+    except StopIteration as stop:
+        if pos != len(ids):
+            raise AnswerParseError(f"{len(ids) - pos} extra tokens after the end of the answer") from None
+        return stop.value
+
+
+def parse_answer_ids(gt: GrammarTokens, ids: Sequence[int]) -> ParsedAnswer:
+    """Depth codes, trace and action token ids from a reasoning answer's token ids."""
+    return replay(reasoning_program(gt), list(ids))
+
+
+# -- tolerant text parsing (answers produced elsewhere: vLLM logs, reference outputs) -----------------
+_DEPTH_BLOCK = re.compile(r"<DEPTH_START>(.*?)<DEPTH_END>", re.S)
+_DEPTH_CODE = re.compile(r"<DEPTH_(\d+)>")
+_TRACE = re.compile(r"trajectory of (?:the )?(?:\w+ )?end effector is\s*(\[\s*\[.*?\]\s*\])", re.S | re.I)
+_PAIR = re.compile(r"\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\]")
+_ACTION = re.compile(r"the action that the robot should take is\s*(\[.*\])", re.S | re.I)
+
+
+@dataclass
+class ParsedText:
+    depth_codes: list[int]
+    trace: list[tuple[int, int]]
+    action_token_ids: list[list[int]]
+
+
+def parse_answer_text(text: str, tokenizer: MolmoActTokenizer) -> ParsedText:
+    """Parse a decoded answer. Missing parts come back empty; malformed parts raise AnswerParseError."""
+    depth: list[int] = []
+    block = _DEPTH_BLOCK.search(text)
+    if block:
+        inner = block.group(1)
+        depth = [int(c) for c in _DEPTH_CODE.findall(inner)]
+        if _DEPTH_CODE.sub("", inner).strip():
+            raise AnswerParseError(f"unexpected text inside the depth block: {_DEPTH_CODE.sub('', inner).strip()[:40]!r}")
+    trace: list[tuple[int, int]] = []
+    m = _TRACE.search(text)
+    if m:
+        pairs = _PAIR.findall(m.group(1))
+        if not pairs:
+            raise AnswerParseError(f"trace {m.group(1)[:60]!r} has no [x, y] points")
+        for xs, ys in pairs:
+            x, y = float(xs), float(ys)
+            if not (x.is_integer() and y.is_integer() and 0 <= x <= MAX_COORD and 0 <= y <= MAX_COORD):
+                raise AnswerParseError(f"trace point [{xs}, {ys}] is not an integer pair in 0..255")
+            trace.append((int(x), int(y)))
+    actions: list[list[int]] = []
+    m = _ACTION.search(text)
+    if m:
+        body = m.group(1).strip()
+        body = body[:body.rfind("]") + 1]
+        rows = re.findall(r"\[([^\[\]]*)\]", body)
+        if not rows:
+            raise AnswerParseError(f"action list {body[:60]!r} is empty")
+        for row in rows:
+            ids = []
+            for piece in row.split(","):
+                piece = piece.strip().strip("'\"")
+                tid = tokenizer.tok.token_to_id(piece)
+                if tid is None:
+                    enc = tokenizer.encode(piece)
+                    if len(enc) != 1:
+                        raise AnswerParseError(f"action piece {piece!r} is not a single token")
+                    tid = enc[0]
+                ids.append(tid)
+            actions.append(ids)
+    if not (depth or trace or actions):
+        raise AnswerParseError("no depth, trace or action found in the text")
+    return ParsedText(depth_codes=depth, trace=trace, action_token_ids=actions)
+
+
+def check_trace(trace: Sequence[Sequence[float]], max_points: int = 5) -> list[tuple[int, int]]:
+    """An operator's trace → 1..max_points integer points clamped to 0..255; NaN/empty/too long rejected."""
+    pts = [tuple(p) for p in trace]
+    if not pts:
+        raise TraceError("the trace has no points")
+    if len(pts) > max_points:
+        raise TraceError(f"the trace has {len(pts)} points; at most {max_points} are allowed")
+    out = []
+    for i, p in enumerate(pts):
+        if len(p) != 2:
+            raise TraceError(f"trace point {i} has {len(p)} coordinates, expected 2")
+        x, y = float(p[0]), float(p[1])
+        if x != x or y != y or x in (float("inf"), float("-inf")) or y in (float("inf"), float("-inf")):
+            raise TraceError(f"trace point {i} is not finite: ({p[0]}, {p[1]})")
+        out.append((min(MAX_COORD, max(0, round(x))), min(MAX_COORD, max(0, round(y)))))
+    return out
