@@ -317,20 +317,34 @@ def parse_answer_text(text: str, tokenizer: MolmoActTokenizer) -> ParsedText:
         if not rows:
             raise AnswerParseError(f"action list {body[:60]!r} is empty")
         for row in rows:
-            ids = []
-            for piece in row.split(","):
-                piece = piece.strip().strip("'\"")
-                tid = tokenizer.tok.token_to_id(piece)
-                if tid is None:
-                    enc = tokenizer.encode(piece)
-                    if len(enc) != 1:
-                        raise AnswerParseError(f"action piece {piece!r} is not a single token")
-                    tid = enc[0]
-                ids.append(tid)
-            actions.append(ids)
+            actions.append([_action_piece_id(piece, tokenizer) for piece in _split_row(row)])
     if not (depth or trace or actions):
         raise AnswerParseError("no depth, trace or action found in the text")
     return ParsedText(depth_codes=depth, trace=trace, action_token_ids=actions)
+
+
+def _split_row(row: str) -> list[str]:
+    """Split on the ", " the grammar writes; fall back to "," for hand-written lists."""
+    pieces = row.split(", ")
+    return pieces if len(pieces) > 1 or "," not in row else row.split(",")
+
+
+def _action_piece_id(piece: str, tokenizer: MolmoActTokenizer) -> int:
+    """An action token from its text: a raw vocabulary string (as logs print them) or decoded text.
+
+    Byte-level tokens may start with a space (decoded text keeps it), so the piece is tried as is
+    before it is stripped; quotes from Python-style lists are removed.
+    """
+    for c in (piece, piece.strip(), piece.strip().strip("'\"")):
+        if not c:
+            continue
+        tid = tokenizer.tok.token_to_id(c)
+        if tid is not None:
+            return tid
+        enc = tokenizer.encode(c)
+        if len(enc) == 1:
+            return enc[0]
+    raise AnswerParseError(f"action piece {piece!r} is not a single token")
 
 
 def check_trace(trace: Sequence[Sequence[float]], max_points: int = 5) -> list[tuple[int, int]]:

@@ -1,0 +1,167 @@
+import pytest
+
+from model.grammar import (AnswerFormat, AnswerParseError, Choice, Forced, GrammarTokens, TraceError, check_trace,
+                           parse_answer_ids, parse_answer_text, reasoning_program, replay)
+from model.tokenizer import MolmoActTokenizer, build_tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return MolmoActTokenizer(build_tiny_tokenizer())
+
+
+@pytest.fixture(scope="module")
+def gt(tok):
+    return GrammarTokens(tok)
+
+
+def answer_text(codes, trace, action_tokens, tok):
+    depth = "<DEPTH_START>" + "".join(f"<DEPTH_{c}>" for c in codes) + "<DEPTH_END>"
+    pts = ",".join(f"[{x},{y}]" for x, y in trace)
+    acts = ", ".join(tok.id_to_token(t) for t in action_tokens)
+    return (f" The depth map of the image is {depth}. The trajectory of the end effector is [{pts}]. "
+            f"Based on this information, the action that the robot should take is [{acts}].")
+
+
+def canonical_ids(gt, codes, trace, action_tokens):
+    ids = list(gt.depth_prefix) + [gt.depth_ids[c] for c in codes] + list(gt.trace_prefix)
+    ids += list(gt.trace_ids(trace)) + list(gt.action_prefix)
+    for i, t in enumerate(action_tokens):
+        ids += [t] + (list(gt.action_sep) if i < len(action_tokens) - 1 else [])
+    return ids + list(gt.action_end) + [gt.eos]
+
+
+def test_canonical_answer_round_trips(gt, tok):
+    codes = [i % 128 for i in range(100)]
+    trace = [(242, 115), (140, 77), (94, 58), (0, 255), (153, 26)]
+    acts = [300, 301, 302, 400, 511, 256, 257]
+    ids = canonical_ids(gt, codes, trace, acts)
+    parsed = parse_answer_ids(gt, ids)
+    assert parsed.depth_codes == codes and parsed.trace == trace and parsed.action_token_ids == acts
+    # The grammar's encoding of a trace is how the tokenizer writes it in running text.
+    pts = ",".join(f"[{x},{y}]" for x, y in trace)
+    assert list(gt.trace_ids(trace)) == tok.encode(pts[1:] + "].")[1:] or \
+        tok.encode(f" is [{pts}].") == tok.encode(" is [[") + list(gt.trace_ids(trace))
+
+
+@pytest.mark.parametrize("bad, where", [
+    ([(256, 3)], "not an allowed trace token"),     # 0..255 only: after "25" a "6" is not offered
+    ([(7, 300)], "at token"),                        # after "30" only "]" can follow
+])
+def test_out_of_range_coordinates_do_not_parse(gt, bad, where):
+    ids = canonical_ids(gt, [0] * 100, bad, [300] * 7)
+    with pytest.raises(AnswerParseError, match=where):
+        parse_answer_ids(gt, ids)
+
+
+def test_leading_zero_and_six_points_rejected(gt):
+    ids = canonical_ids(gt, [0] * 100, [(5, 5)], [300] * 7)
+    i = ids.index(gt.digit[5])
+    with pytest.raises(AnswerParseError):
+        parse_answer_ids(gt, ids[:i] + [gt.digit[0]] + ids[i:])        # "05"
+    with pytest.raises(AnswerParseError):
+        parse_answer_ids(gt, canonical_ids(gt, [0] * 100, [(1, 1)] * 6, [300] * 7))
+
+
+def test_parse_errors_say_where(gt):
+    ids = canonical_ids(gt, [0] * 100, [(1, 2)], [300] * 7)
+    with pytest.raises(AnswerParseError, match="ends at token"):
+        parse_answer_ids(gt, ids[:50])
+    with pytest.raises(AnswerParseError, match="extra tokens"):
+        parse_answer_ids(gt, ids + [gt.eos])
+    bad = list(ids)
+    bad[len(gt.depth_prefix) + 3] = gt.digit[1]       # a digit where a depth code belongs
+    with pytest.raises(AnswerParseError, match="depth"):
+        parse_answer_ids(gt, bad)
+
+
+def drive(prog, script):
+    """Run a grammar program, answering each Choice with script(step); returns (ids, choices, result)."""
+    ids, choices = [], 0
+    step = next(prog)
+    while True:
+        try:
+            if isinstance(step, Forced):
+                ids += step.ids
+                step = prog.send(None)
+            else:
+                token = script(step)
+                assert token in step.allowed
+                choices += 1
+                ids.append(token)
+                step = prog.send(token)
+        except StopIteration as stop:
+            return ids, choices, stop.value
+
+
+def test_jump_forward_asks_only_at_choices(gt):
+    """The model is asked only where the grammar branches; forced runs cost no decode step."""
+    def script(step):
+        if step.segment == "depth":
+            return gt.depth_ids[1]
+        if step.segment == "trace":
+            digits = [t for t in step.allowed if t in gt.digit_of]
+            # first digit of a number: "7"; after it: stop the number (non-digit branch) or end the trace
+            if set(step.allowed) <= set(gt.digit):
+                return gt.digit[7]
+            non_digits = [t for t in step.allowed if t not in digits]
+            ending = [t for t in non_digits if t in gt.end_trace]
+            return (ending or non_digits)[-1] if ending and len(non_digits) > 1 else non_digits[0]
+        return step.allowed[0]
+    ids, choices, result = drive(reasoning_program(gt), script)
+    assert result.trace == [(7, 7)]
+    assert parse_answer_ids(gt, ids).trace == [(7, 7)]
+    # x: digit + (digit-or-comma); y: digit + (digit-or-"]") + ("],[" vs "]]." branch after the shared "]")
+    assert choices == 100 + 2 + 3 + 7
+    assert len(ids) - choices == 52    # everything else was appended without asking the model
+
+
+def test_chunked_actions(tok):
+    gt = GrammarTokens(tok, AnswerFormat(action_horizon=8))
+    acts = [256 + i for i in range(56)]
+    ids = list(gt.depth_prefix) + [gt.depth_ids[0]] * 100 + list(gt.trace_prefix) + list(gt.trace_ids([(3, 4)]))
+    ids += list(gt.action_prefix) + tok.encode("[")
+    rows = [", ".join(tok.id_to_token(t) for t in acts[r * 7:(r + 1) * 7]) for r in range(8)]
+    for r in range(8):
+        for d in range(7):
+            ids += [acts[r * 7 + d]] + (list(gt.action_sep) if d < 6 else [])
+        ids += list(gt.row_sep_open) if r < 7 else list(gt.chunk_end)
+    ids.append(gt.eos)
+    parsed = parse_answer_ids(gt, ids)
+    assert parsed.action_token_ids == acts and parsed.trace == [(3, 4)]
+    assert len(rows) == 8 and tok.decode(ids).rstrip().endswith("]].")
+
+
+def test_text_parser_reads_reference_style_answers(gt, tok):
+    codes = [5] * 100
+    trace = [(242, 115), (140, 77)]
+    acts = [300, 301, 302, 400, 511, 256, 257]
+    parsed = parse_answer_text(answer_text(codes, trace, acts, tok), tok)
+    assert parsed.depth_codes == codes and parsed.trace == trace and parsed.action_token_ids == [acts]
+    # The custom-LeRobot fine-tunes write the trace twice ("left"/"right" end effector).
+    two = "The trajectory of the left end effector is [[1,2],[3,4]]. The trajectory of the right end effector is [[1,2],[3,4]]."
+    assert parse_answer_text(two, tok).trace == [(1, 2), (3, 4)]
+
+
+@pytest.mark.parametrize("text, match", [
+    ("nothing here", "no depth, trace or action"),
+    ("The trajectory of the end effector is [[1.5,2],[3,4]].", "integer pair"),
+    ("The trajectory of the end effector is [[999,2]].", "0..255"),
+    ("the action that the robot should take is [not a token at all, x].", "single token"),
+    ("<DEPTH_START><DEPTH_1>junk<DEPTH_END>", "inside the depth block"),
+])
+def test_text_parser_errors(tok, text, match):
+    with pytest.raises(AnswerParseError, match=match):
+        parse_answer_text(text, tok)
+
+
+def test_check_trace_clamps_and_rejects():
+    assert check_trace([(-5, 300.4), (12.6, 7)]) == [(0, 255), (13, 7)]
+    with pytest.raises(TraceError, match="no points"):
+        check_trace([])
+    with pytest.raises(TraceError, match="6 points"):
+        check_trace([(1, 1)] * 6)
+    with pytest.raises(TraceError, match="not finite"):
+        check_trace([(1, float("nan"))])
+    with pytest.raises(TraceError, match="coordinates"):
+        check_trace([(1, 2, 3)])
