@@ -2,6 +2,8 @@
 
     python -m model.bench [--device cpu|cuda] [--shape tiny|7b|7b-mini] [--model.path DIR] [--json]
 
+The bandwidth floor is the time to read, once, the weight bytes a decode step needs (LLM blocks +
+the allowed LM-head rows) at the measured device copy bandwidth.
 ``tiny``: the tiny checkpoint (written to a temp dir unless ``--model.path`` is given), float32.
 ``7b``: random weights in the real MolmoAct-7B-D shape and id layout (bf16 on CUDA).
 ``7b-mini``: the same code path as ``7b`` (random weights, Qwen id layout, full 152k vocabulary)
@@ -68,6 +70,15 @@ def copy_bandwidth_gbs(device: torch.device, nbytes: int = 1 << 28) -> float:
     return 2 * nbytes / statistics.median(times) / 1e9
 
 
+def decode_step_bytes(ck: LoadedCheckpoint, allowed_rows: int) -> int:
+    """Weight bytes one decode step must read: the LLM blocks and final norm, plus the LM-head rows of
+    the allowed ids (the vision tower and the embedding table, but one row, are not touched)."""
+    llm = ck.model.model.transformer
+    dense = list(llm.blocks.parameters()) + list(llm.ln_f.parameters())
+    head = ck.model.output_weight
+    return sum(p.numel() * p.element_size() for p in dense) + allowed_rows * head.shape[1] * head.element_size()
+
+
 def median_ms(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []
@@ -121,8 +132,9 @@ def run(device: str = "cpu", shape: str = "tiny", model_path: str | None = None,
     text_ms = median_ms(lambda: dec.steer_text(edited), repeats)
 
     weight_bytes = sum(p.numel() * p.element_size() for p in ck.model.parameters())
+    step_bytes = decode_step_bytes(ck, len(action_ids))
     bw = copy_bandwidth_gbs(dev)
-    floor_ms = weight_bytes / (bw * 1e9) * 1e3
+    floor_ms = step_bytes / (bw * 1e9) * 1e3
     out = {
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "shape": shape if not model_path else str(model_path),
@@ -138,6 +150,7 @@ def run(device: str = "cpu", shape: str = "tiny", model_path: str | None = None,
         "reason_over_steer_text": round(reason_ms / text_ms, 1),
         "reason_over_steer_visual": round(reason_ms / visual_ms, 2),
         "weights_gb": round(weight_bytes / 1e9, 3),
+        "decode_step_weights_mb": round(step_bytes / 1e6, 2),
         "copy_bandwidth_gbs": round(bw, 1),
         "bandwidth_floor_ms_per_token": round(floor_ms, 3),
         "decode_over_floor": round(decode_ms / floor_ms, 2),

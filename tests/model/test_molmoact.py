@@ -187,3 +187,23 @@ def test_olmo2_block_is_post_norm_with_qk_norm():
         blk.attn_norm.weight.mul_(2.0)
         attn_branch2 = blk.attn_norm(blk.self_attn(x, *args))
     torch.testing.assert_close(attn_branch2, 2 * attn_branch)
+
+
+def test_static_decode_step_is_one_graph():
+    """The single-token step has static shapes and no data-dependent Python branches, so it can be
+    torch.compile'd / CUDA-graph captured; fullgraph=True fails on any graph break."""
+    model = tiny_model()
+    model.init_rope()
+    cache = model.allocate_cache(32)
+
+    def step(token, pos):
+        return model(model.embed(token), pos, cache, kv_len=None)[0, -1]
+
+    compiled = torch.compile(step, backend="eager", fullgraph=True)
+    with torch.inference_mode():
+        for i in range(3):
+            out = compiled(torch.tensor([[7 + i]]), torch.tensor([i]))
+        cache.truncate(0)
+        for i in range(3):
+            ref = step(torch.tensor([[7 + i]]), torch.tensor([i]))
+    torch.testing.assert_close(out, ref)

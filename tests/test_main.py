@@ -1,0 +1,57 @@
+"""The command-line contract of DESIGN.md, as far as it is built (headless JSON lines, exit codes)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_headless_prints_one_json_object_per_step(capsys):
+    assert main.main(["--headless", "--steps", "2", "--instruction", "pick up the blue block"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for i, line in enumerate(lines):
+        rec = json.loads(line)
+        assert {"step", "instruction", "mode", "trace", "depth_codes", "action", "sent", "timing_ms"} <= set(rec)
+        assert rec["step"] == i and rec["instruction"] == "pick up the blue block"
+        assert rec["mode"] == "steer_text" and rec["depth_codes"] == 100 and len(rec["action"]) == 7
+        assert 1 <= len(rec["trace"]) <= 5 and rec["trace"] != rec["model_trace"]
+        assert rec["timing_ms"]["reason"] > 0 and rec["timing_ms"]["steer"] > 0
+
+
+def test_headless_without_steering_and_with_visual(capsys):
+    assert main.main(["--headless", "--steps", "1", "--steer", "none"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["mode"] == "reason" and "steer" not in rec["timing_ms"]
+    assert main.main(["--headless", "--steps", "1", "--steer", "visual"]) == 0
+    assert json.loads(capsys.readouterr().out)["mode"] == "steer_visual"
+
+
+def test_bad_model_path_and_unnorm_key_exit_2(capsys, tmp_path):
+    assert main.main(["--headless", "--model.path", str(tmp_path / "missing")]) == 2
+    assert "checkpoint directory not found" in capsys.readouterr().err
+    assert main.main(["--headless", "--model.unnorm_key", "bridge_orig"]) == 2
+    assert "bridge_orig" in capsys.readouterr().err
+
+
+def test_no_display_says_so_and_exits_2():
+    env = {"PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "display" in proc.stderr
+
+
+def test_bundled_checkpoint_is_the_writer_output(tmp_path):
+    """assets/tiny-molmoact is regenerable: `python -m model.checkpoint write-tiny DIR` with seed 0."""
+    from model.checkpoint import write_tiny_checkpoint
+    fresh = write_tiny_checkpoint(tmp_path / "tiny")
+    bundled = ROOT / "assets" / "tiny-molmoact"
+    names = sorted(p.name for p in bundled.iterdir())
+    assert names == sorted(p.name for p in fresh.iterdir())
+    for name in names:
+        assert (bundled / name).read_bytes() == (fresh / name).read_bytes(), name
