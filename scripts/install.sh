@@ -1,7 +1,20 @@
 #!/usr/bin/env bash
-# Installs everything the project needs into .venv (idempotent). Used by the README and by .ci/run.
+# Installs everything the project needs (idempotent). Used by the README and by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Debian packages: libusb for pyrealsense2; Mesa EGL/OSMesa for MuJoCo's headless rendering.
+APT_PACKAGES="libusb-1.0-0 libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libopengl0 libosmesa6"
+missing=""
+for p in $APT_PACKAGES; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing
+fi
+
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
