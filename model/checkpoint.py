@@ -106,7 +106,7 @@ def map_key(key: str) -> str | None:
 
 
 def read_state_dict(files: list[Path], expected: dict[str, torch.Size], device: torch.device,
-                    dtype: torch.dtype) -> dict[str, torch.Tensor]:
+                    dtype: torch.dtype, tie_word_embeddings: bool = False) -> dict[str, torch.Tensor]:
     """Read every expected tensor once, checking names and shapes as we go."""
     state: dict[str, torch.Tensor] = {}
     where: dict[str, Path] = {}
@@ -132,6 +132,9 @@ def read_state_dict(files: list[Path], expected: dict[str, torch.Size], device: 
             raise CheckpointError(f"{file}: unreadable safetensors file, truncated or corrupt ({e})") from None
         except OSError as e:
             raise CheckpointError(f"{file}: cannot read ({e})") from None
+    tied = "model.transformer.wte.embedding"
+    if "lm_head.weight" not in state and tie_word_embeddings and tied in state:
+        state["lm_head.weight"] = state[tied]   # tied checkpoints may store the matrix once
     missing = [k for k in expected if k not in state]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -153,6 +156,26 @@ def expected_shapes(cfg: MolmoActConfig) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
+def check_norm_stats(norm_stats: dict[str, Any], source: Path) -> None:
+    """Every unnorm key must give usable statistics; fail at load, naming the key, not at the first step."""
+    for key in norm_stats:
+        try:
+            stats = ActionStats.from_norm_stats(norm_stats, key)
+            if not (len(stats.q01) == len(stats.q99) == len(stats.mask)):
+                raise ValueError("q01, q99 and mask differ in length")
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{source}: norm_stats[{key!r}] is malformed ({e})") from None
+
+
+def check_image_geometry(cfg: MolmoActConfig, processor: MolmoActProcessor, path: Path) -> None:
+    ic, vit = processor.image_config, cfg.vit_config
+    if tuple(ic.base_image_input_size) != tuple(vit.image_default_input_size) or \
+            ic.image_patch_size != vit.image_patch_size:
+        raise CheckpointError(f"{path / 'preprocessor_config.json'}: crops of {tuple(ic.base_image_input_size)} px "
+                              f"/ patch {ic.image_patch_size} do not fit the ViT's "
+                              f"{tuple(vit.image_default_input_size)} px / patch {vit.image_patch_size}")
+
+
 def find_depth_file(path: Path) -> Path | None:
     for name in DEPTH_FILES:
         if (path / name).is_file():
@@ -167,8 +190,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {path}")
     device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"--model.device {device} requested but no CUDA GPU is available here")
     dtype = dtype or default_dtype(device)
     cfg = MolmoActConfig.from_json(path / "config.json")
+    check_norm_stats(cfg.norm_stats, path / "config.json")
     tokenizer = MolmoActTokenizer.from_dir(path)
     if tokenizer.ids.im_patch != cfg.image_patch_id:
         raise CheckpointError(f"{path / 'tokenizer.json'}: <im_patch> is id {tokenizer.ids.im_patch} but "
@@ -176,8 +202,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
     if tokenizer.vocab_size_with_added() > cfg.llm_config.vocab_size + cfg.llm_config.additional_vocab_size:
         raise CheckpointError(f"{path / 'tokenizer.json'}: vocabulary larger than the model's embeddings")
     processor = MolmoActProcessor.from_dir(path, tokenizer)
+    check_image_geometry(cfg, processor, path)
     files = shard_files(path)
-    state = read_state_dict(files, expected_shapes(cfg), device, dtype)
+    state = read_state_dict(files, expected_shapes(cfg), device, dtype, cfg.tie_word_embeddings)
     model = build_model(cfg, state)
     depth = None
     if load_depth:
@@ -185,7 +212,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
         if depth_file is None:
             warnings.warn(f"{path}: no depth decoder ({' or '.join(DEPTH_FILES)}); depth maps will not be decoded")
         else:
-            depth = load_depth_decoder(depth_file)
+            try:
+                depth = load_depth_decoder(depth_file)
+            except ValueError as e:
+                raise CheckpointError(str(e)) from None
     return LoadedCheckpoint(path=path, config=cfg, model=model, tokenizer=tokenizer, processor=processor,
                             depth_decoder=depth)
 
@@ -258,8 +288,13 @@ def preprocessor_config_dict() -> dict[str, Any]:
 
 
 def write_tiny_checkpoint(out_dir: str | Path, variant: str = "qwen2", seed: int = 0, shards: int = 2,
-                          norm_stats: dict[str, Any] | None = None, with_depth: bool = True) -> Path:
-    """A random-weight checkpoint in the official layout, loadable by ``load_checkpoint``."""
+                          norm_stats: dict[str, Any] | None = None, with_depth: bool = True,
+                          std: float = 0.2) -> Path:
+    """A random-weight checkpoint in the official layout, loadable by ``load_checkpoint``.
+
+    ``std`` 0.2 (not the usual 0.02 init) so that the random model's answers depend on the image and on
+    a forced trace: with 0.02 every answer is the same and caching/steering tests could not fail.
+    """
     from .depth import DepthVQVAEConfig, random_depth_decoder, save_depth_decoder
 
     out = Path(out_dir)
@@ -268,7 +303,7 @@ def write_tiny_checkpoint(out_dir: str | Path, variant: str = "qwen2", seed: int
     cfg = tiny_config(variant=variant, vocab_size=768, norm_stats=norm_stats or FRACTAL_NORM_STATS)
     cfg.image_patch_id = tok.token_to_id("<im_patch>")
     torch.manual_seed(seed)
-    model = init_random_(MolmoAct(cfg), seed)
+    model = init_random_(MolmoAct(cfg), seed, std=std)
     state = {k: v for k, v in model.state_dict().items()}
     save_weights(state, out, shards=shards)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))

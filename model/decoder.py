@@ -36,6 +36,9 @@ TRACE_COLOR_RGB = (0, 255, 255)
 class DecoderConfig:
     max_seq_len: int = 2048
     answer: AnswerFormat = field(default_factory=AnswerFormat)
+    # Client-side resize before the processor, as the official evaluators do (SimplerEnv: 256x256 INTER_AREA;
+    # mid-training data was 320x240). It is the "model input resolution" steer_visual draws at. None = as given.
+    image_size: tuple[int, int] | None = (256, 256)   # (width, height)
     trace_thickness: int = 2          # 2 as in training data, 3 as in the official steering demo
     compile_decode: bool = False      # CUDA only: torch.compile the single-token step (static shapes)
 
@@ -75,6 +78,16 @@ class _Prefix:
     unnorm_key: str
 
 
+class NonFiniteLogitsError(RuntimeError):
+    """The model produced NaN/inf logits at a choice: no answer (and so no action) is produced."""
+
+
+def resize_for_model(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None or (image.shape[1], image.shape[0]) == tuple(size):
+        return image
+    return cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA)
+
+
 class _Timer:
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
@@ -107,6 +120,8 @@ class MolmoActDecoder:
     @torch.inference_mode()
     def prefill(self, cache: KVCache, inputs: ModelInputs, extra_ids: Sequence[int] = ()) -> torch.Tensor:
         """Images + prompt (+ forced answer start) into ``cache`` from position 0; last hidden state [D]."""
+        if cache is self.cache:
+            self._prefix = None  # whatever steer_text could have continued is being overwritten
         dev = self.model.device
         ids = torch.cat([inputs.input_ids, torch.tensor([list(extra_ids)], dtype=torch.long)], 1).to(dev)
         n = ids.shape[1]
@@ -150,9 +165,10 @@ class MolmoActDecoder:
     def pick(self, hidden: torch.Tensor, allowed: Sequence[int], sampling: SamplingConfig | None,
              gen: torch.Generator | None) -> int:
         scores = self.allowed_logits(hidden, allowed)
-        if not torch.isfinite(scores).any():
-            return int(allowed[0])  # NaN/inf logits (broken weights): the grammar still yields a parseable answer
-        scores = torch.nan_to_num(scores, nan=-float("inf"))
+        if not bool(torch.isfinite(scores).all()):
+            # Broken weights or an overflow: refuse rather than let the grammar turn garbage into an action.
+            bad = int((~torch.isfinite(scores)).sum())
+            raise NonFiniteLogitsError(f"{bad} of {len(allowed)} allowed logits are NaN/inf; no action produced")
         if sampling is None or sampling.temperature == 0:
             return int(allowed[int(torch.argmax(scores))])
         probs = torch.softmax(scores / sampling.temperature, dim=-1).cpu()
@@ -170,7 +186,11 @@ class MolmoActDecoder:
         """Run a grammar program: forced runs accumulate, each choice triggers one model call."""
         gen = None
         if sampling is not None and sampling.temperature > 0:
-            gen = torch.Generator().manual_seed(sampling.seed if sampling.seed is not None else 0)
+            gen = torch.Generator()
+            if sampling.seed is None:
+                gen.seed()      # a fresh candidate each call
+            else:
+                gen.manual_seed(sampling.seed)
         answer: list[int] = []
         pending: list[int] = []
         calls = 0
@@ -227,9 +247,9 @@ class MolmoActDecoder:
         key, stats = self._stats(obs.unnorm_key)
         timings: dict[str, float] = {}
         t_all = self.timer.now()
-        inputs = self.ckpt.processor(list(obs.images), reasoning_prompt(obs.instruction, len(obs.images)))
+        images = [resize_for_model(im, self.config.image_size) for im in obs.images]
+        inputs = self.ckpt.processor(images, reasoning_prompt(obs.instruction, len(images)))
         timings["preprocess"] = (self.timer.now() - t_all) * 1e3
-        self._prefix = None  # the cache is about to be overwritten
         # The first trace choice forwards [last depth code, <DEPTH_END>, …], so after reason() the cache
         # holds everything through the last depth code: that is where steer_text resumes.
         depth_until = len(self.grammar.depth_prefix) + self.config.answer.depth_codes
@@ -278,7 +298,8 @@ class MolmoActDecoder:
         key, stats = self._stats(obs.unnorm_key)
         timings: dict[str, float] = {}
         t_all = self.timer.now()
-        images = [draw_trace(obs.images[0], points, self.config.trace_thickness), *obs.images[1:]]
+        images = [resize_for_model(im, self.config.image_size) for im in obs.images]
+        images[0] = draw_trace(images[0], points, self.config.trace_thickness)
         inputs = self.ckpt.processor(images, steering_prompt(obs.instruction, len(images)))
         timings["preprocess"] = (self.timer.now() - t_all) * 1e3
         parsed, answer, calls = self._drive(steer_visual_program(self.grammar), self.scratch,

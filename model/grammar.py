@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Generator, Sequence
 
-from .tokenizer import MolmoActTokenizer
+from .tokenizer import NUM_DEPTH_CODES, MolmoActTokenizer
 
 MAX_COORD = 255
 DEPTH_PREFIX = " The depth map of the image is "
@@ -295,14 +295,18 @@ def parse_answer_text(text: str, tokenizer: MolmoActTokenizer) -> ParsedText:
     if block:
         inner = block.group(1)
         depth = [int(c) for c in _DEPTH_CODE.findall(inner)]
+        bad = [c for c in depth if c >= NUM_DEPTH_CODES]
+        if bad:
+            raise AnswerParseError(f"depth code {bad[0]} is outside the codebook (0..{NUM_DEPTH_CODES - 1})")
         if _DEPTH_CODE.sub("", inner).strip():
             raise AnswerParseError(f"unexpected text inside the depth block: {_DEPTH_CODE.sub('', inner).strip()[:40]!r}")
     trace: list[tuple[int, int]] = []
     m = _TRACE.search(text)
     if m:
+        inner = re.findall(r"\[([^\[\]]*)\]", m.group(1))
         pairs = _PAIR.findall(m.group(1))
-        if not pairs:
-            raise AnswerParseError(f"trace {m.group(1)[:60]!r} has no [x, y] points")
+        if not pairs or len(pairs) != len(inner):
+            raise AnswerParseError(f"trace {m.group(1)[:60]!r} is not a list of [x, y] points")
         for xs, ys in pairs:
             x, y = float(xs), float(ys)
             if not (x.is_integer() and y.is_integer() and 0 <= x <= MAX_COORD and 0 <= y <= MAX_COORD):

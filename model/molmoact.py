@@ -155,8 +155,8 @@ class MolmoAct(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.model = _Inner(cfg)
-        if not cfg.tie_word_embeddings:
-            self.lm_head = nn.Linear(cfg.llm_config.hidden_size, cfg.llm_config.vocab_size, bias=False)
+        # Always present, as in the reference; a tied checkpoint fills it from the embedding on load.
+        self.lm_head = nn.Linear(cfg.llm_config.hidden_size, cfg.llm_config.vocab_size, bias=False)
         self.rope_cos: torch.Tensor | None = None
         self.rope_sin: torch.Tensor | None = None
 
@@ -228,7 +228,7 @@ class MolmoAct(nn.Module):
 
     @property
     def output_weight(self) -> torch.Tensor:
-        return self.model.transformer.wte.embedding if self.cfg.tie_word_embeddings else self.lm_head.weight
+        return self.lm_head.weight
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden, self.output_weight)

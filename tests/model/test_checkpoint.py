@@ -180,3 +180,46 @@ def test_cli_write_and_inspect(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert info["variant"] == "qwen2" and info["depth_decoder"] is True and info["parameters"] > 100_000
     assert main(["inspect", str(tmp_path / "missing")]) == 2
+
+
+def test_cuda_requested_without_gpu_is_a_clear_error(tiny_dir):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(CheckpointError, match="no CUDA GPU"):
+        load_checkpoint(tiny_dir, device="cuda")
+
+
+def test_malformed_norm_stats_name_the_key(ckpt):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["norm_stats"]["bridge_orig"] = {"action": {"q01": ["a"] * 7, "q99": [1] * 7}}
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="norm_stats\\['bridge_orig'\\]"):
+        load_checkpoint(ckpt)
+
+
+def test_preprocessor_geometry_must_fit_the_vit(ckpt):
+    pre = json.loads((ckpt / "preprocessor_config.json").read_text())
+    pre["base_image_input_size"] = [336, 336]
+    (ckpt / "preprocessor_config.json").write_text(json.dumps(pre))
+    with pytest.raises(CheckpointError, match="preprocessor_config.json"):
+        load_checkpoint(ckpt)
+
+
+def test_corrupt_depth_decoder_is_a_checkpoint_error(ckpt):
+    (ckpt / "vae-final.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(CheckpointError, match="vae-final.safetensors"):
+        load_checkpoint(ckpt)
+
+
+def test_tied_checkpoint_without_lm_head_loads(ckpt):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["tie_word_embeddings"] = True
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    index = json.loads((ckpt / "model.safetensors.index.json").read_text())
+    shard = ckpt / index["weight_map"].pop("lm_head.weight")
+    state = load_file(str(shard))
+    del state["lm_head.weight"]
+    save_file(state, str(shard))
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
+    ck = load_checkpoint(ckpt)
+    assert torch.equal(ck.model.lm_head.weight, ck.model.model.transformer.wte.embedding)

@@ -39,14 +39,98 @@ def test_reason_is_parseable_for_many_images_and_samples(dec, seed):
     assert r.decode_steps < len(r.token_ids) - 40
 
 
-def test_any_weights_still_parse(tiny_dir, tmp_path):
-    """Constrained decoding yields a parseable answer even from broken (NaN) weights."""
+def test_extreme_weights_still_parse_and_nan_weights_refuse(tiny_dir):
+    """Constrained decoding parses whatever finite weights say; NaN logits give a clear error, no action."""
     from model.checkpoint import load_checkpoint
+    from model.decoder import NonFiniteLogitsError
     ck = load_checkpoint(tiny_dir)
     with torch.no_grad():
-        ck.model.lm_head.weight.fill_(float("nan"))
+        ck.model.lm_head.weight.mul_(1e3)
     d = MolmoActDecoder(ck)
     check_reasoning(d, d.reason(Observation([image(9)], "stack the blocks")))
+    with torch.no_grad():
+        ck.model.lm_head.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLogitsError, match="NaN"):
+        d.reason(Observation([image(9)], "stack the blocks"))
+    with pytest.raises(RuntimeError, match="reason"):
+        d.steer_text([(1, 1)])          # the failed reason() left nothing to continue
+
+
+def choices_in(program, ids):
+    """Replay a grammar program over finished ids; (index, allowed, segment) of every choice."""
+    from model.grammar import Forced
+    out, pos = [], 0
+    step = next(program)
+    try:
+        while True:
+            if isinstance(step, Forced):
+                pos += len(step.ids)
+                step = program.send(None)
+            else:
+                out.append((pos, step.allowed, step.segment))
+                pos += 1
+                step = program.send(ids[pos - 1])
+    except StopIteration:
+        return out
+
+
+def assert_choices_match_full_forward(dec, images, prompt, answer, program, segments):
+    """Every model choice equals the argmax, over the allowed ids, of an uncached full forward of
+    prompt + answer: catches wrong cache positions, stale entries and wrong rollback points."""
+    inputs = dec.ckpt.processor(images, prompt)
+    ids = torch.cat([inputs.input_ids, torch.tensor([answer])], 1)
+    m = dec.model
+    with torch.inference_mode():
+        logits = m.logits(m(m.embed(ids, inputs.crops, inputs.pooled_patches_idx)))[0]
+    n = inputs.length
+    checked = 0
+    for i, allowed, seg in choices_in(program, answer):
+        if seg not in segments:
+            continue
+        row = logits[n + i - 1, list(allowed)]
+        best = allowed[int(row.argmax())]
+        got = row[list(allowed).index(answer[i])]
+        assert answer[i] == best or float(row.max() - got) < 1e-4, (i, seg)
+        checked += 1
+    return checked
+
+
+def test_reason_and_steers_equal_an_uncached_full_forward(dec):
+    from model.decoder import draw_trace, resize_for_model
+    from model.grammar import forced_trace_program, reasoning_program, steer_visual_program
+    from model.processor import reasoning_prompt, steering_prompt
+    obs = Observation([image(11, 300, 400)], "pick up the red cube")
+    imgs = [resize_for_model(obs.images[0], dec.config.image_size)]
+    r = dec.reason(obs)
+    assert len(set(r.depth_codes)) > 5                       # the test model is not degenerate
+    n = assert_choices_match_full_forward(dec, imgs, reasoning_prompt(obs.instruction, 1), r.token_ids,
+                                          reasoning_program(dec.grammar), {"depth", "trace", "action"})
+    assert n > 100
+    for edited in ([(250, 3)], [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10)], [(128, 200), (40, 40)]):
+        s = dec.steer_text(edited)
+        assert assert_choices_match_full_forward(dec, imgs, reasoning_prompt(obs.instruction, 1), s.token_ids,
+                                                 reasoning_program(dec.grammar), {"action"}) == 7
+    v = dec.steer_visual(obs, [(10, 240), (200, 30)])
+    drawn = [draw_trace(imgs[0], v.trace, dec.config.trace_thickness)]
+    assert assert_choices_match_full_forward(dec, drawn, steering_prompt(obs.instruction, 1), v.token_ids,
+                                             steer_visual_program(dec.grammar), {"action"}) == 7
+
+
+def test_answer_literals_are_the_reference_wording(dec):
+    r = dec.reason(Observation([image(12)], "pick up the red cube"))
+    assert r.text.startswith(" The depth map of the image is <DEPTH_START><DEPTH_")
+    assert "<DEPTH_END>. The trajectory of the end effector is [[" in r.text
+    assert "]]. Based on this information, the action that the robot should take is [" in r.text
+    assert r.text.endswith("].")
+    v = dec.steer_visual(Observation([image(12)], "x"), [(1, 1)])
+    assert v.text.startswith(" Based on the image and the annotated trajectory of the end effector, the action "
+                             "that the robot should take is [")
+
+
+def test_steering_depends_on_the_trace(dec):
+    dec.reason(Observation([image(13)], "pick up the red cube"))
+    actions = {tuple(dec.steer_text(t).action_token_ids) for t in ([(10, 10)], [(200, 250), (3, 4)], [(128, 0)] * 3)}
+    assert len(actions) > 1
 
 
 def test_two_cameras(dec):
@@ -176,3 +260,22 @@ def test_observation_validation():
         Observation([np.zeros((4, 4, 3), np.float32)], "x")
     with pytest.raises(ValueError, match="empty"):
         Observation([np.zeros((4, 4, 3), np.uint8)], " ")
+
+
+def test_images_are_resized_to_the_model_input_size_and_the_trace_drawn_there(tiny):
+    from model.decoder import resize_for_model
+    big = image(14, 480, 640)
+    assert resize_for_model(big, (256, 256)).shape == (256, 256, 3)
+    assert resize_for_model(big, None) is big
+    d = MolmoActDecoder(tiny)
+    r = d.reason(Observation([big], "pick up the red cube"))
+    assert r.prompt_tokens < 600                                   # 256x256 → 424 image tokens, not 766
+    native = MolmoActDecoder(tiny, DecoderConfig(image_size=None))
+    assert native.reason(Observation([big], "pick up the red cube")).prompt_tokens > 800
+
+
+def test_unseeded_sampling_gives_fresh_candidates(dec):
+    obs = Observation([image(15)], "pick up the red cube")
+    a = dec.reason(obs, SamplingConfig(temperature=2.0))
+    b = dec.reason(obs, SamplingConfig(temperature=2.0))
+    assert a.token_ids != b.token_ids

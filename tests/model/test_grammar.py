@@ -165,3 +165,12 @@ def test_check_trace_clamps_and_rejects():
         check_trace([(1, float("nan"))])
     with pytest.raises(TraceError, match="coordinates"):
         check_trace([(1, 2, 3)])
+
+
+@pytest.mark.parametrize("text, match", [
+    ("The trajectory of the end effector is [[1,2],[3]].", "list of \\[x, y\\] points"),
+    ("<DEPTH_START><DEPTH_999><DEPTH_END>", "outside the codebook"),
+])
+def test_text_parser_rejects_partial_points_and_unknown_codes(tok, text, match):
+    with pytest.raises(AnswerParseError, match=match):
+        parse_answer_text(text, tok)
