@@ -27,9 +27,9 @@ from .tokenizer import NUM_DEPTH_CODES, MolmoActTokenizer
 MAX_COORD = 255
 DEPTH_PREFIX = " The depth map of the image is "
 TRACE_PREFIX = ". The trajectory of the end effector is [["
-ACTION_PREFIX = " Based on this information, the action that the robot should take is ["
+ACTION_PREFIX = " Based on this information, the action that the robot should take is"
 STEER_ACTION_PREFIX = (" Based on the image and the annotated trajectory of the end effector, "
-                       "the action that the robot should take is [")
+                       "the action that the robot should take is")
 
 
 class GrammarError(ValueError):
@@ -96,13 +96,14 @@ class GrammarTokens:
         self.end_trace = tuple(enc("]]."))
         self.action_prefix = tuple(enc(ACTION_PREFIX))
         self.steer_action_prefix = tuple(enc(STEER_ACTION_PREFIX))
-        self.action_sep = tuple(enc(", "))
-        self.row_open = tuple(enc("["))
-        self.row_sep_open = tuple(enc("], ["))
-        self.action_end = tuple(enc("]."))
-        self.chunk_end = tuple(enc("]]."))
+        self._encode = enc
+        self._alternatives: dict[tuple[str, str], dict[int, tuple[int, ...]]] = {}
         base = tokenizer.action_base_id
         self.action_ids = tuple(range(base - n_bins, base))
+        # The reference writes each action token into the answer as its byte-level vocabulary string
+        # (that is why its parser maps text pieces back with convert_tokens_to_ids); the model therefore
+        # emits the tokenizer's encoding of that string, which is what we constrain to.
+        self.action_strings = {t: tokenizer.id_to_token(t) for t in self.action_ids}
         self.digit = []
         for d in range(10):
             e = enc(str(d))
@@ -116,6 +117,28 @@ class GrammarTokens:
         if self.next_point[:1] == self.end_trace[:1] and (
                 _is_prefix(self.next_point, self.end_trace) or _is_prefix(self.end_trace, self.next_point)):
             raise GrammarError(f"{tokenizer.source}: '],[' and ']].' encodings are ambiguous")
+
+    def action_alternatives(self, prefix: str, suffix: str) -> dict[int, tuple[int, ...]]:
+        """action token id → the ids of ``prefix + its string + suffix`` (cached per context)."""
+        key = (prefix, suffix)
+        alts = self._alternatives.get(key)
+        if alts is None:
+            alts = {t: tuple(self._encode(prefix + s + suffix)) for t, s in self.action_strings.items()}
+            seqs = sorted(alts.values())
+            for a, b in zip(seqs, seqs[1:]):
+                if _is_prefix(a, b):
+                    raise GrammarError(f"action strings encode ambiguously in context {key!r}")
+            self._alternatives[key] = alts
+        return alts
+
+    def action_ids_text(self, token_ids: Sequence[int]) -> tuple[int, ...]:
+        """Canonical ids of an action list (used to force a known action, e.g. for training data)."""
+        fmt, out, i = self.fmt, [], 0
+        for row in range(fmt.action_horizon):
+            for dim in range(fmt.action_dim):
+                out += self.action_alternatives(*action_affixes(row, dim, fmt))[token_ids[i]]
+                i += 1
+        return tuple(out) + (self.eos,)
 
     def trace_ids(self, trace: Sequence[tuple[int, int]]) -> tuple[int, ...]:
         """The canonical ids of a trace, from the first x up to and including ``]].``."""
@@ -188,24 +211,30 @@ def trace_program(gt: GrammarTokens):
             return points
 
 
+def action_affixes(row: int, dim: int, fmt: AnswerFormat) -> tuple[str, str]:
+    """Text around one action value, cut where the pre-tokenizer cuts (at the space before each value)."""
+    chunk = fmt.action_horizon > 1
+    if dim == 0:
+        prefix = (" [[" if row == 0 else " [") if chunk else " ["
+    else:
+        prefix = " "
+    if dim < fmt.action_dim - 1:
+        suffix = ","
+    elif not chunk:
+        suffix = "]."
+    else:
+        suffix = "]]." if row == fmt.action_horizon - 1 else "],"
+    return prefix, suffix
+
+
 def action_program(gt: GrammarTokens):
-    """D action tokens (or a chunk of rows), after the opening ``[`` of the action list."""
+    """D action values (or a chunk of rows); each is one of 256 token strings, chosen through a trie."""
     fmt = gt.fmt
     chosen: list[int] = []
-    chunk = fmt.action_horizon > 1
-    if chunk:
-        yield Forced(gt.row_open)
     for row in range(fmt.action_horizon):
-        for d in range(fmt.action_dim):
-            token = yield Choice(gt.action_ids, "action")
-            if token not in gt.action_ids:
-                raise AnswerParseError(f"expected an action token, got {token}")
-            chosen.append(token)
-            if d < fmt.action_dim - 1:
-                yield Forced(gt.action_sep)
-        if row < fmt.action_horizon - 1:
-            yield Forced(gt.row_sep_open)
-    yield Forced(gt.chunk_end if chunk else gt.action_end)
+        for dim in range(fmt.action_dim):
+            label = yield from choose_sequence(gt.action_alternatives(*action_affixes(row, dim, fmt)), "action")
+            chosen.append(label)
     yield Forced((gt.eos,))
     return chosen
 
