@@ -1,12 +1,14 @@
 """MolmoAct steering station — command line.
 
     python main.py --headless --steps N [--instruction TEXT] [--steer text|visual|none]
+                   [--camera.type sim|realsense|recording] [--camera.serial S] [--camera.path FILE]
+                   [--arm.type none|sim|xarm|ur|franka] [--arm.host ADDR] [--arm.enable]
                    [--model.path DIR] [--model.device cpu|cuda] [--model.unnorm_key KEY]
 
-Until the session, devices and window land (issues 4-5), the headless mode is the runtime's
-reasoning demo: each step renders a synthetic tabletop frame, runs ``reason()``, then re-decodes the
-action with a moved trace (``steer_text`` by default, as an operator's drag would) and prints one JSON
-object per step. No arm is connected yet, so ``sent`` is null.
+Until the session and window land (issue 5), the headless mode is the runtime's loop on the chosen
+devices: each step reads a frame, runs ``reason()``, re-decodes the action with a moved trace
+(``steer_text`` by default, as an operator's drag would), maps it to the arm's command frame, passes
+it through the safety guard and — only with ``--arm.enable`` — sends it. One JSON object per step.
 """
 from __future__ import annotations
 
@@ -15,8 +17,6 @@ import json
 import os
 import sys
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "assets" / "tiny-molmoact"
@@ -32,22 +32,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model.path", dest="model_path", default=str(DEFAULT_MODEL))
     p.add_argument("--model.device", dest="model_device", default="cpu")
     p.add_argument("--model.unnorm_key", dest="unnorm_key", default=None)
+    p.add_argument("--camera.type", dest="camera_type", default="sim")
+    p.add_argument("--camera.serial", dest="camera_serial", default=None)
+    p.add_argument("--camera.path", dest="camera_path", default=None)
+    p.add_argument("--camera.width", dest="camera_width", type=int, default=640)
+    p.add_argument("--camera.height", dest="camera_height", type=int, default=480)
+    p.add_argument("--camera.fps", dest="camera_fps", type=int, default=30)
+    p.add_argument("--arm.type", dest="arm_type", default=None,
+                   help="default: sim with the sim camera, none otherwise")
+    p.add_argument("--arm.host", dest="arm_host", default=None)
+    p.add_argument("--arm.enable", dest="arm_enable", action="store_true",
+                   help="the operator's go: without it nothing moves and 'sent' is null")
+    p.add_argument("--sim.task", dest="sim_task", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--list-cameras", action="store_true", help="list connected RealSense serials and exit")
     args = p.parse_args(argv)
     if args.steps < 1:
         p.error("--steps must be >= 1")
     return args
 
 
-def demo_frame(step: int, size: int = 256) -> np.ndarray:
-    """A synthetic tabletop: a red cube that drifts across a wooden table (stand-in for the sim camera)."""
-    img = np.zeros((size, size, 3), np.uint8)
-    img[:] = (200, 200, 205)
-    img[size // 3:] = (150, 110, 70)
-    x = 40 + (step * 17) % (size - 80)
-    img[150:180, x:x + 30] = (210, 30, 30)
-    img[120:150, 180:230] = (40, 60, 200)
-    return img
+def station_config(args: argparse.Namespace):
+    from app.config import ArmConfig, CameraConfig, SimTaskConfig, StationConfig
+    arm_type = args.arm_type or ("sim" if args.camera_type == "sim" else "none")
+    return StationConfig(
+        camera=CameraConfig(type=args.camera_type, serial=args.camera_serial, path=args.camera_path,
+                            width=args.camera_width, height=args.camera_height, fps=args.camera_fps),
+        arm=ArmConfig(type=arm_type, host=args.arm_host, enable=args.arm_enable),
+        sim=SimTaskConfig(task=args.sim_task, seed=args.seed))
 
 
 def moved(trace: list[tuple[int, int]], dx: int = 30) -> list[tuple[int, int]]:
@@ -57,46 +69,96 @@ def moved(trace: list[tuple[int, int]], dx: int = 30) -> list[tuple[int, int]]:
 
 
 def run_headless(args: argparse.Namespace) -> int:
+    from app.devices.action_adapter import ActionAdapter
+    from app.devices.arm import ArmError
+    from app.devices.camera import CameraError
+    from app.devices.factory import make_arm, make_camera, make_sim_cell
+    from app.safety import SafetyGuard
     from model.checkpoint import CheckpointError, load_checkpoint
     from model.config import ConfigError
-    from model.decoder import MolmoActDecoder
+    from model.decoder import MolmoActDecoder, NonFiniteLogitsError
     from model.reasoning import Observation
     from model.tokenizer import TokenizerError
 
+    try:
+        cfg = station_config(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         ckpt = load_checkpoint(args.model_path, device=args.model_device)
     except (FileNotFoundError, CheckpointError, ConfigError, TokenizerError) as e:
         print(f"error: cannot load the model: {e}", file=sys.stderr)
         return 2
     decoder = MolmoActDecoder(ckpt)
-    for step in range(args.steps):
-        obs = Observation([demo_frame(step)], args.instruction, unnorm_key=args.unnorm_key)
-        try:
+    try:
+        cell = make_sim_cell(cfg.camera, cfg.sim, args.instruction) if cfg.camera.type == "sim" else None
+        camera = make_camera(cfg.camera, cell)
+        camera.connect()
+        arm = make_arm(cfg.arm, cell)
+        if arm is not None:
+            arm.connect()
+            if cfg.arm.enable:
+                arm.enable()
+    except (KeyError, ValueError, CameraError, ArmError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    guard = SafetyGuard()
+    adapter = None
+    try:
+        for step in range(args.steps):
+            frame = camera.read(timeout_s=5.0)
+            obs = Observation([frame.rgb], args.instruction, unnorm_key=args.unnorm_key)
             r = decoder.reason(obs)
-        except KeyError as e:  # unknown unnorm key
-            print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-            return 2
-        result, timing = r, {"reason": round(r.timings_ms["total"], 2)}
-        if args.steer != "none":
-            edited = moved(r.trace)
-            result = decoder.steer_text(edited) if args.steer == "text" else decoder.steer_visual(obs, edited)
-            timing["steer"] = round(result.timings_ms["total"], 2)
-        print(json.dumps({
-            "step": step,
-            "instruction": args.instruction,
-            "mode": result.mode,
-            "trace": [list(p) for p in result.trace],
-            "model_trace": [list(p) for p in r.trace],
-            "depth_codes": len(r.depth_codes),
-            "action": [round(float(v), 6) for v in result.action],
-            "sent": None,
-            "timing_ms": timing,
-        }), flush=True)
+            result, timing = r, {"reason": round(r.timings_ms["total"], 2)}
+            if args.steer != "none":
+                edited = moved(r.trace)
+                result = decoder.steer_text(edited) if args.steer == "text" else decoder.steer_visual(obs, edited)
+                timing["steer"] = round(result.timings_ms["total"], 2)
+            command, sent, safety = None, None, []
+            if arm is not None:
+                adapter = adapter or ActionAdapter.for_arm(cfg.arm.type, r.unnorm_key)
+                state = arm.state()
+                command = adapter.map(result.action, state.ee_rpy)
+                verdict = guard.check(command, state)
+                safety = verdict.reasons
+                if arm.enabled and verdict.allowed:
+                    sent = [round(float(v), 6) for v in arm.send_action(verdict.action).sent]
+                elif arm.enabled:
+                    arm.hold()
+            print(json.dumps({
+                "step": step,
+                "instruction": args.instruction,
+                "mode": result.mode,
+                "trace": [list(p) for p in result.trace],
+                "model_trace": [list(p) for p in r.trace],
+                "depth_codes": len(r.depth_codes),
+                "action": [round(float(v), 6) for v in result.action],
+                "command": None if command is None else [round(float(v), 6) for v in command],
+                "sent": sent,
+                "safety": safety,
+                "camera": frame.serial,
+                "arm": None if arm is None else {"name": arm.name, "enabled": arm.enabled},
+                "timing_ms": timing,
+            }), flush=True)
+    except (KeyError, CameraError, ArmError, NonFiniteLogitsError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    finally:
+        if arm is not None:
+            arm.stop()
+            arm.disconnect()
+        camera.disconnect()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.list_cameras:
+        from app.devices.realsense import list_realsense_devices
+        devices = list_realsense_devices()
+        print("\n".join(f"{d.serial}  {d.name}" for d in devices) or "no RealSense device found")
+        return 0
     if args.headless:
         return run_headless(args)
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):

@@ -22,6 +22,30 @@ def test_headless_prints_one_json_object_per_step(capsys):
         assert rec["mode"] == "steer_text" and rec["depth_codes"] == 100 and len(rec["action"]) == 7
         assert 1 <= len(rec["trace"]) <= 5 and rec["trace"] != rec["model_trace"]
         assert rec["timing_ms"]["reason"] > 0 and rec["timing_ms"]["steer"] > 0
+        # the embedded default: the simulated cell; no motion until the operator enables the arm
+        assert rec["camera"] == "sim-front" and rec["arm"] == {"name": "sim-panda", "enabled": False}
+        assert rec["sent"] is None and len(rec["command"]) == 7
+        assert any("disabled" in reason for reason in rec["safety"])
+
+
+def test_enabled_sim_arm_gets_the_guarded_command(capsys):
+    assert main.main(["--headless", "--steps", "2", "--arm.enable"]) == 0
+    for line in capsys.readouterr().out.strip().splitlines():
+        rec = json.loads(line)
+        assert rec["arm"]["enabled"] is True and len(rec["sent"]) == 7
+        step = sum(v * v for v in rec["sent"][:3]) ** 0.5
+        assert step <= 0.03 + 1e-6          # the guard's per-step translation cap
+        if step < sum(v * v for v in rec["command"][:3]) ** 0.5 - 1e-6:
+            assert any(r.startswith("max_translation") for r in rec["safety"])
+
+
+def test_bad_device_flags_exit_2(capsys, tmp_path):
+    assert main.main(["--headless", "--camera.type", "webcam"]) == 2
+    assert "--camera.type" in capsys.readouterr().err
+    assert main.main(["--headless", "--camera.type", "recording", "--camera.path", str(tmp_path / "x.bag")]) == 2
+    assert "no such recording" in capsys.readouterr().err
+    assert main.main(["--headless", "--sim.task", "juggle"]) == 2
+    assert "juggle" in capsys.readouterr().err
 
 
 def test_headless_without_steering_and_with_visual(capsys):

@@ -1,0 +1,60 @@
+"""Configs chosen on the command line in lerobot's dotted style (``--camera.type=realsense``).
+
+Validated in ``__post_init__`` so a typo fails before any device is opened.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CAMERA_TYPES = ("sim", "realsense", "recording")
+ARM_TYPES = ("none", "sim", "xarm", "ur", "franka")
+
+
+@dataclass
+class CameraConfig:
+    type: str = "sim"
+    serial: str | None = None          # realsense: which device (None = the only one)
+    path: str | None = None            # recording: a .bag (older SDKs) or .db3 (2.59) file
+    width: int = 640
+    height: int = 480
+    fps: int = 30
+    sim_camera: str = "front"          # sim: "front" or "wrist"
+
+    def __post_init__(self) -> None:
+        if self.type not in CAMERA_TYPES:
+            raise ValueError(f"--camera.type={self.type!r}: choose one of {', '.join(CAMERA_TYPES)}")
+        if self.type == "recording" and not self.path:
+            raise ValueError("--camera.type=recording needs --camera.path=FILE")
+        if self.path and self.type == "recording" and not Path(self.path).is_file():
+            raise ValueError(f"--camera.path: no such recording: {self.path}")
+        if min(self.width, self.height, self.fps) <= 0:
+            raise ValueError("--camera.width/height/fps must be positive")
+
+
+@dataclass
+class ArmConfig:
+    type: str = "sim"
+    host: str | None = None            # real arms: controller address (each adapter has a default)
+    enable: bool = False               # headless only: the operator's explicit go for motion
+
+    def __post_init__(self) -> None:
+        if self.type not in ARM_TYPES:
+            raise ValueError(f"--arm.type={self.type!r}: choose one of {', '.join(ARM_TYPES)}")
+
+
+@dataclass
+class SimTaskConfig:
+    task: str | None = None            # sim task name; None: taken from the instruction
+    seed: int = 0
+
+
+@dataclass
+class StationConfig:
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    arm: ArmConfig = field(default_factory=ArmConfig)
+    sim: SimTaskConfig = field(default_factory=SimTaskConfig)
+
+    def __post_init__(self) -> None:
+        if self.arm.type == "sim" and self.camera.type != "sim":
+            raise ValueError("--arm.type=sim needs --camera.type=sim (both are the simulated cell)")
