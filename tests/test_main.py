@@ -79,3 +79,14 @@ def test_bundled_checkpoint_is_the_writer_output(tmp_path):
     assert names == sorted(p.name for p in fresh.iterdir())
     for name in names:
         assert (bundled / name).read_bytes() == (fresh / name).read_bytes(), name
+
+
+SHARED_BAG = ROOT.parent / "shared" / "data" / "realsense" / "single_depth_color_640x480.bag"
+
+
+@pytest.mark.skipif(not SHARED_BAG.is_file(), reason="the shared D435 recording is not beside the repo")
+def test_headless_on_a_real_d435_recording(capsys):
+    assert main.main(["--headless", "--steps", "1", "--camera.type", "recording",
+                      "--camera.path", str(SHARED_BAG)]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["camera"] == "728612070259" and rec["arm"] is None and rec["sent"] is None
