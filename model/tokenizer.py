@@ -153,12 +153,31 @@ def build_tiny_tokenizer(bpe_vocab: int = 512, embedding_size: int = 768, traine
     return tok
 
 
-def _with_fillers(tok: Tokenizer, size: int) -> Tokenizer:
-    """Extend a trained BPE's vocabulary with entries no text can produce (no merges reach them)."""
+def byte_level(text: str) -> str:
+    """GPT-2/Qwen byte-level spelling of ``text`` (how such vocabularies write tokens)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return "".join(table[b] for b in text.encode("utf-8"))
+
+
+def _with_fillers(tok: Tokenizer, size: int, n_action: int = 256) -> Tokenizer:
+    """Extend a trained BPE's vocabulary with entries no merge produces.
+
+    The last ``n_action`` fillers (the action ids) are spelled like Qwen's last merges: byte-level
+    strings of single CJK characters (e.g. "ä¸Ģ"), so the answer text and its token counts look like
+    the real vocabulary's rather than like long placeholder names.
+    """
     data = json.loads(tok.to_str())
     vocab = data["model"]["vocab"]
     for i in range(len(vocab), size):
-        vocab[f"<filler_{i}>"] = i
+        k = i - (size - n_action)
+        vocab[byte_level(chr(0x4E00 + k)) if k >= 0 else f"<filler_{i}>"] = i
     return Tokenizer.from_str(json.dumps(data))
 
 
