@@ -4,6 +4,8 @@ Arms start disabled: ``send_action`` refuses until ``enable()``. ``send_action``
 actually sent (after the adapter's own clipping) so the UI and recorder show what the arm got.
 Actions here are already in the arm's command frame and units (see ``action_adapter``): an
 end-effector delta ``[dx, dy, dz (m), droll, dpitch, dyaw (rad), gripper (0 open .. 1 closed)]``.
+Translations are along the base axes; the rotation delta is a small roll/pitch/yaw increment about
+the base axes (equal to a rotation vector to first order, which is what per-step deltas are).
 """
 from __future__ import annotations
 
