@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--arm.host", dest="arm_host", default=None)
     p.add_argument("--arm.enable", dest="arm_enable", action="store_true",
                    help="the operator's go: without it nothing moves and 'sent' is null")
+    p.add_argument("--safety.workspace_min", dest="workspace_min", default=None,
+                   help="x,y,z metres in the arm's base frame; required to enable a real arm")
+    p.add_argument("--safety.workspace_max", dest="workspace_max", default=None)
     p.add_argument("--sim.task", dest="sim_task", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list-cameras", action="store_true", help="list connected RealSense serials and exit")
@@ -60,6 +63,46 @@ def station_config(args: argparse.Namespace):
                             width=args.camera_width, height=args.camera_height, fps=args.camera_fps),
         arm=ArmConfig(type=arm_type, host=args.arm_host, enable=args.arm_enable),
         sim=SimTaskConfig(task=args.sim_task, seed=args.seed))
+
+
+def parse_xyz(text: str, flag: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise ValueError(f"{flag} needs three numbers x,y,z in metres, got {text!r}")
+    return values
+
+
+def safety_config(args: argparse.Namespace, arm_cfg):
+    """The guard's config. A real arm may only be enabled with the cell's own workspace box."""
+    from app.safety import SafetyConfig
+    box = {}
+    if args.workspace_min:
+        box["workspace_min"] = parse_xyz(args.workspace_min, "--safety.workspace_min")
+    if args.workspace_max:
+        box["workspace_max"] = parse_xyz(args.workspace_max, "--safety.workspace_max")
+    if arm_cfg.enable and arm_cfg.type not in ("none", "sim") and len(box) < 2:
+        raise ValueError(f"--arm.type={arm_cfg.type} with --arm.enable needs the cell's workspace box: "
+                         "--safety.workspace_min=x,y,z --safety.workspace_max=x,y,z (metres, base frame)")
+    return SafetyConfig(**box)
+
+
+def close_devices(camera, arm, cell) -> None:
+    """Stop the arm first, then release everything; one failure must not skip the rest."""
+    steps = []
+    if arm is not None:
+        steps += [arm.stop, arm.disconnect]
+    if camera is not None:
+        steps.append(camera.disconnect)
+    if cell is not None and hasattr(cell, "close"):
+        steps.append(cell.close)
+    for step in steps:
+        try:
+            step()
+        except Exception as e:  # noqa: BLE001 - report and keep releasing
+            print(f"warning: {getattr(step, '__qualname__', step)} failed: {e}", file=sys.stderr)
 
 
 def moved(trace: list[tuple[int, int]], dx: int = 30) -> list[tuple[int, int]]:
@@ -91,7 +134,9 @@ def run_headless(args: argparse.Namespace) -> int:
         print(f"error: cannot load the model: {e}", file=sys.stderr)
         return 2
     decoder = MolmoActDecoder(ckpt)
+    cell = camera = arm = adapter = None
     try:
+        safety_config(args, cfg.arm)                   # refuse an unsafe set-up before opening anything
         cell = make_sim_cell(cfg.camera, cfg.sim, args.instruction) if cfg.camera.type == "sim" else None
         camera = make_camera(cfg.camera, cell)
         camera.connect()
@@ -101,12 +146,16 @@ def run_headless(args: argparse.Namespace) -> int:
             if cfg.arm.enable:
                 arm.enable()
     except (KeyError, ValueError, CameraError, ArmError) as e:
+        close_devices(camera, arm, cell)
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    guard = SafetyGuard()
-    adapter = None
+    step_no = 0
     try:
-        for step in range(args.steps):
+        guard = SafetyGuard(safety_config(args, cfg.arm))
+        for step_no in range(args.steps):
+            stale = guard.tick()                      # the watchdog: no fresh command in time → hold
+            if stale is not None and arm is not None and arm.enabled:
+                arm.hold()
             frame = camera.read(timeout_s=5.0)
             obs = Observation([frame.rgb], args.instruction, unnorm_key=args.unnorm_key)
             r = decoder.reason(obs)
@@ -115,19 +164,21 @@ def run_headless(args: argparse.Namespace) -> int:
                 edited = moved(r.trace)
                 result = decoder.steer_text(edited) if args.steer == "text" else decoder.steer_visual(obs, edited)
                 timing["steer"] = round(result.timings_ms["total"], 2)
-            command, sent, safety = None, None, []
+            command, sent, safety = None, None, [] if stale is None else [f"{stale.rule}: {stale.reason}"]
             if arm is not None:
                 adapter = adapter or ActionAdapter.for_arm(cfg.arm.type, r.unnorm_key)
                 state = arm.state()
                 command = adapter.map(result.action, state.ee_rpy)
                 verdict = guard.check(command, state)
-                safety = verdict.reasons
+                safety += verdict.reasons
                 if arm.enabled and verdict.allowed:
-                    sent = [round(float(v), 6) for v in arm.send_action(verdict.action).sent]
+                    done = arm.send_action(verdict.action)
+                    sent = [round(float(v), 6) for v in done.sent]
+                    safety += [f"arm: {reason}" for reason in done.clipped]   # the arm's own limits
                 elif arm.enabled:
                     arm.hold()
             print(json.dumps({
-                "step": step,
+                "step": step_no,
                 "instruction": args.instruction,
                 "mode": result.mode,
                 "trace": [list(p) for p in result.trace],
@@ -141,14 +192,14 @@ def run_headless(args: argparse.Namespace) -> int:
                 "arm": None if arm is None else {"name": arm.name, "enabled": arm.enabled},
                 "timing_ms": timing,
             }), flush=True)
-    except (KeyError, CameraError, ArmError, NonFiniteLogitsError) as e:
+    except KeyboardInterrupt:                          # Ctrl-C is the headless e-stop
+        print(f"e-stop: interrupted at step {step_no}; arm stopped", file=sys.stderr)
+        return 130
+    except (KeyError, ValueError, CameraError, ArmError, NonFiniteLogitsError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     finally:
-        if arm is not None:
-            arm.stop()
-            arm.disconnect()
-        camera.disconnect()
+        close_devices(camera, arm, cell)
     return 0
 
 

@@ -40,7 +40,7 @@ class SafetyConfig:
     max_rotation_rad: float = 0.2
     workspace_min: tuple[float, float, float] = (0.15, -0.45, 0.02)
     workspace_max: tuple[float, float, float] = (0.75, 0.45, 0.60)
-    max_gripper_delta: float = 1.0
+    max_gripper_delta: float = 0.5             # a full open/close takes two steps
     watchdog_timeout_s: float = 1.0
 
     def __post_init__(self) -> None:
@@ -153,7 +153,15 @@ class SafetyGuard:
         events: list[SafetyEvent] = []
         self._clamp_norm(a, slice(0, 3), self.config.max_translation_m, RULE_TRANSLATION, "m", events)
         self._clamp_norm(a, slice(3, 6), self.config.max_rotation_rad, RULE_ROTATION, "rad", events)
-        self._keep_in_workspace(a, np.asarray(state.ee_position, dtype=np.float64), events)
+        pos = np.asarray(state.ee_position, dtype=np.float64)
+        self._keep_in_workspace(a, pos, events)
+        # Arms that add deltas to a commanded target (not the measured pose) report it: check the box
+        # from there too, so a target running ahead of a blocked arm cannot walk out of the box.
+        target = state.extras.get("target_position") if state.extras else None
+        if target is not None:
+            target = np.asarray(target, dtype=np.float64)
+            if target.shape == (3,) and np.all(np.isfinite(target)) and not np.allclose(target, pos):
+                self._keep_in_workspace(a, target, events)
         self._limit_gripper(a, float(state.gripper), events)
         self._last_command_at = now
         return GuardResult(True, a, events)

@@ -25,6 +25,7 @@ import numpy as np
 
 from app.devices.action_adapter import (
     StepLimits, apply_base_delta, limit_step, matrix_to_quat_xyzw, matrix_to_rpy, quat_xyzw_to_matrix,
+    rotation_angle,
 )
 from app.devices.arm import ArmDisabledError, ArmError, ArmState, SentAction
 
@@ -48,6 +49,7 @@ class FrankaConfig:
     name: str = "franka"
     limits: StepLimits = field(default_factory=StepLimits)
     max_lead_m: float = 0.05              # target may run this far ahead of the measured pose
+    max_lead_rad: float = 0.2             # ... and turned this far from the measured orientation
     gripper: bool = True
     gripper_binary: bool = True           # close (grasp) at >= 0.5, open below; else move to width
     gripper_speed_m_s: float = 0.1
@@ -76,6 +78,7 @@ class LatestWinsWorker:
 
     def __init__(self) -> None:
         self._job: Callable[[], Any] | None = None
+        self._closed = False
         self._cv = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="franka-gripper", daemon=True)
         self._thread.start()
@@ -85,11 +88,23 @@ class LatestWinsWorker:
             self._job = job
             self._cv.notify()
 
+    def cancel(self) -> None:
+        """Drop the pending job (the one running, if any, finishes)."""
+        with self._cv:
+            self._job = None
+
+    def close(self) -> None:
+        with self._cv:
+            self._job, self._closed = None, True
+            self._cv.notify()
+
     def _run(self) -> None:
         while True:
             with self._cv:
-                while self._job is None:
+                while self._job is None and not self._closed:
                     self._cv.wait()
+                if self._closed:
+                    return
                 job, self._job = self._job, None
             job()
 
@@ -138,6 +153,10 @@ class Franka:
             if self._enabled:
                 self.disable()
         finally:
+            close = getattr(self._run_gripper, "close", None)
+            if close is not None:
+                close()
+                self._run_gripper = None
             self._clients = None
             self._enabled = False
 
@@ -175,7 +194,9 @@ class Franka:
         q = np.asarray(self._call("get_state", c.panda.get_state).q, dtype=np.float64)
         return ArmState(ee_position=pos, ee_rpy=matrix_to_rpy(rot), gripper=self._gripper_state(c),
                         joint_positions=q, timestamp=self._clock(), enabled=self._enabled,
-                        extras={"quat_xyzw": matrix_to_quat_xyzw(rot)})
+                        extras={"quat_xyzw": matrix_to_quat_xyzw(rot),
+                                # where the next delta starts from: the guard checks the box from here too
+                                "target_position": None if self._target_pos is None else self._target_pos.copy()})
 
     def _gripper_state(self, c: FrankaClients) -> float:
         if c.gripper is None or not self._max_width:
@@ -208,9 +229,10 @@ class Franka:
 
         pos, rot = self._measured(c)
         lead = float(np.linalg.norm(self._target_pos - pos))
-        if lead > self.config.max_lead_m:
-            clipped.append(f"target was {lead:.3f} m from the measured pose (max {self.config.max_lead_m:.3f} m): "
-                           "re-based on the measured pose")
+        turn = rotation_angle(self._target_rot @ rot.T)
+        if lead > self.config.max_lead_m or turn > self.config.max_lead_rad:
+            clipped.append(f"target was {lead:.3f} m / {turn:.3f} rad from the measured pose (max "
+                           f"{self.config.max_lead_m:.3f} m / {self.config.max_lead_rad:.3f} rad): re-based on it")
             self._target_pos, self._target_rot = pos, rot
         if np.any(sent[:6] != 0.0):
             t_pos, t_rot = apply_base_delta(self._target_pos, self._target_rot, sent)
@@ -270,6 +292,9 @@ class Franka:
     def stop(self) -> None:
         """End torque control and stop the gripper; enable again to move."""
         self.disable()
+        cancel = getattr(self._run_gripper, "cancel", None)
+        if cancel is not None:
+            cancel()           # a queued grasp/move must not run after a stop
         if self._clients is not None and self._clients.gripper is not None:
             self._call("gripper stop", self._clients.gripper.stop)
 

@@ -197,15 +197,16 @@ class XArm:
         if np.any(sent[:6] != 0.0):
             code, pose = self._call("get_position", api.get_position, is_radian=False)
             self._check(code, "get_position")
+            # Absolute targets from the *measured* pose: queued relative moves would start from the last
+            # commanded target and could carry the arm past the workspace box the guard checked.
             current = np.radians(np.asarray(pose[3:6], dtype=np.float64))
-            target = matrix_to_rpy(rpy_to_matrix(sent[3:6]) @ rpy_to_matrix(current))
-            d_mm = sent[:3] * 1000.0
-            d_deg = _wrap_deg(np.degrees(target) - np.asarray(pose[3:6], dtype=np.float64))
+            target_deg = np.degrees(matrix_to_rpy(rpy_to_matrix(sent[3:6]) @ rpy_to_matrix(current)))
+            xyz_mm = np.asarray(pose[:3], dtype=np.float64) + sent[:3] * 1000.0
             code = self._call("set_position", api.set_position,
-                              x=float(d_mm[0]), y=float(d_mm[1]), z=float(d_mm[2]),
-                              roll=float(d_deg[0]), pitch=float(d_deg[1]), yaw=float(d_deg[2]),
+                              x=float(xyz_mm[0]), y=float(xyz_mm[1]), z=float(xyz_mm[2]),
+                              roll=float(target_deg[0]), pitch=float(target_deg[1]), yaw=float(target_deg[2]),
                               speed=self.config.speed_mm_s, mvacc=self.config.acc_mm_s2,
-                              relative=True, is_radian=False, wait=False)
+                              relative=False, is_radian=False, wait=False)
             self._check(code, "set_position")
         sent[6] = self._command_gripper(float(sent[6]), clipped)
         return SentAction(requested=requested, sent=sent, clipped=clipped)

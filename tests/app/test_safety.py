@@ -161,3 +161,20 @@ def test_several_clips_are_all_reported(guard):
 def test_config_is_validated(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SafetyConfig(**kwargs)
+
+
+def test_workspace_is_checked_from_a_commanded_target_running_ahead():
+    """An arm that adds deltas to its last target (Franka impedance) reports it; a blocked arm whose
+    target has run ahead must not be walked out of the box."""
+    g = SafetyGuard(SafetyConfig(workspace_max=(0.75, 0.45, 0.60)))
+    s = state(pos=(0.72, 0.0, 0.2))
+    s.extras = {"target_position": np.array([0.745, 0.0, 0.2])}
+    res = g.check([0.02, 0, 0, 0, 0, 0, 0], s, now=0.0)
+    assert res.allowed and res.action[0] == pytest.approx(0.005)
+    assert any(e.rule == "workspace" for e in res.events)
+
+
+def test_default_gripper_rate_needs_two_steps_to_close():
+    g = SafetyGuard()
+    res = g.check([0, 0, 0, 0, 0, 0, 1.0], state(gripper=0.0), now=0.0)
+    assert res.action[6] == pytest.approx(0.5)

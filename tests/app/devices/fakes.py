@@ -143,19 +143,21 @@ class FakeXArmAPI(_Recorder):
         if not (self.motion_enabled and self.mode == 0 and self.state == 0):
             raise SDKMisuse(f"set_position while not ready: enabled={self.motion_enabled} "
                             f"mode={self.mode} state={self.state}")
-        if relative is not True or is_radian is not False or wait is not False:
-            raise SDKMisuse(f"expected relative=True, is_radian=False, wait=False; got "
-                            f"{relative}, {is_radian}, {wait}")
-        d = [0.0 if v is None else float(v) for v in (x, y, z, roll, pitch, yaw)]
+        if relative is not False or is_radian is not False or wait is not False:
+            raise SDKMisuse(f"expected relative=False (queued relative moves start from the last target), "
+                            f"is_radian=False, wait=False; got {relative}, {is_radian}, {wait}")
+        target = [float(v) for v in (x, y, z, roll, pitch, yaw)]
+        d = [t - p for t, p in zip(target, self.pose)]
+        d[3:] = [(v + 180.0) % 360.0 - 180.0 for v in d[3:]]
         if math.dist(d[:3], (0, 0, 0)) > self.MAX_RELATIVE_MM:
-            raise SDKMisuse(f"relative move of {d[:3]} mm in one call: units wrong (m sent as mm?)")
+            raise SDKMisuse(f"target {d[:3]} mm away in one call: units wrong (m sent as mm?)")
         if max(abs(v) for v in d[3:]) > self.MAX_RELATIVE_DEG:
-            raise SDKMisuse(f"relative rotation {d[3:]} deg in one call: radians/degrees mixed up?")
+            raise SDKMisuse(f"target rotation {d[3:]} deg away in one call: radians/degrees mixed up?")
         if speed is None or not 1.0 <= speed <= 1000.0:
             raise SDKMisuse(f"speed {speed} is not a sane mm/s value")
         if (code := self._code("set_position")) is not None:
             return code
-        self.pose = [p + v for p, v in zip(self.pose, d)]   # the controller adds RPY, like firmware
+        self.pose = target
         return 0
 
     # -- grippers

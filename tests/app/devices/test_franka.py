@@ -168,3 +168,19 @@ def test_latest_wins_worker_runs_jobs():
     done = threading.Event()
     LatestWinsWorker()(done.set)
     assert done.wait(2.0)
+
+
+def test_gripper_worker_drops_pending_jobs_on_cancel_and_exits_on_close():
+    import threading
+    from app.devices.franka import LatestWinsWorker
+    gate, ran = threading.Event(), []
+    w = LatestWinsWorker()
+    w(lambda: (gate.wait(2), ran.append("first")))
+    import time as _t
+    _t.sleep(0.05)                 # let the worker pick up the first job (it blocks on the gate)
+    w(lambda: ran.append("queued"))
+    w.cancel()                     # what stop() does: the queued grasp must never run
+    gate.set()
+    w.close()
+    w._thread.join(2)
+    assert ran == ["first"] and not w._thread.is_alive()

@@ -53,13 +53,19 @@ def test_enable_order():
     assert arm.enabled
 
 
-def test_translation_is_sent_in_millimetres_relative():
+def wrapped(deg):
+    return [(v + 180.0) % 360.0 - 180.0 for v in deg]
+
+
+def test_translation_is_sent_in_millimetres_as_an_absolute_target_from_the_measured_pose():
     arm, fake = enabled()
+    start = list(fake.pose)
     out = arm.send_action(np.array([0.01, -0.02, 0.005, 0, 0, 0, 0]))
     _, kw = fake.last("set_position")
-    assert (kw["x"], kw["y"], kw["z"]) == pytest.approx((10.0, -20.0, 5.0))
-    assert (kw["roll"], kw["pitch"], kw["yaw"]) == pytest.approx((0, 0, 0), abs=1e-9)
-    assert kw["relative"] is True and kw["is_radian"] is False and kw["wait"] is False
+    assert (kw["x"], kw["y"], kw["z"]) == pytest.approx((start[0] + 10.0, start[1] - 20.0, start[2] + 5.0))
+    assert wrapped([kw["roll"] - start[3], kw["pitch"] - start[4], kw["yaw"] - start[5]]) == \
+        pytest.approx((0, 0, 0), abs=1e-9)
+    assert kw["relative"] is False and kw["is_radian"] is False and kw["wait"] is False
     assert kw["speed"] == 100.0
     assert out.clipped == []
     np.testing.assert_allclose(arm.state().ee_position, [0.31, -0.02, 0.205])
@@ -71,14 +77,16 @@ def test_rotation_is_about_the_base_axes():
     arm, fake = enabled(fake=FakeXArmAPI(pose=(300, 0, 200, 0, 0, 90)))
     arm.send_action(np.array([0, 0, 0, 0.1, 0, 0, 0]))
     _, kw = fake.last("set_position")
-    assert (kw["roll"], kw["pitch"], kw["yaw"]) == pytest.approx((0, -math.degrees(0.1), 0), abs=1e-9)
+    assert (kw["roll"], kw["pitch"], kw["yaw"]) == pytest.approx((0, -math.degrees(0.1), 90), abs=1e-9)
 
 
 def test_yaw_across_the_roll_wrap():
     arm, fake = enabled()                                    # roll 180 deg (tool pointing down)
+    start = list(fake.pose)
     arm.send_action(np.array([0, 0, 0, 0, 0, 0.1, 0]))
     _, kw = fake.last("set_position")
-    assert (kw["roll"], kw["pitch"], kw["yaw"]) == pytest.approx((0, 0, 5.729578), abs=1e-6)
+    assert wrapped([kw["roll"] - start[3], kw["pitch"] - start[4], kw["yaw"] - start[5]]) == \
+        pytest.approx((0, 0, 5.729578), abs=1e-6)
 
 
 def test_gripper_pulses_and_deadband():
@@ -95,8 +103,9 @@ def test_gripper_pulses_and_deadband():
 
 def test_own_limits_clip_and_say_so():
     arm, fake = enabled(limits=StepLimits(max_translation_m=0.05, max_rotation_rad=0.5))
+    x0 = fake.pose[0]
     out = arm.send_action(np.array([0.2, 0, 0, 0, 0, 0, 1.3]))
-    assert fake.last("set_position")[1]["x"] == pytest.approx(50.0)
+    assert fake.last("set_position")[1]["x"] == pytest.approx(x0 + 50.0)
     np.testing.assert_allclose(out.requested, [0.2, 0, 0, 0, 0, 0, 1.3])
     np.testing.assert_allclose(out.sent, [0.05, 0, 0, 0, 0, 0, 1.0])
     assert any("translation" in c for c in out.clipped) and any("gripper" in c for c in out.clipped)
@@ -190,4 +199,6 @@ def test_fake_rejects_metres_sent_as_millimetres_twice():
     fake = FakeXArmAPI()
     fake.motion_enable(True), fake.set_mode(0), fake.set_state(0)
     with pytest.raises(SDKMisuse, match="units wrong"):
-        fake.set_position(x=150.0, relative=True, is_radian=False, wait=False, speed=100)
+        fake.set_position(x=fake.pose[0] + 150.0, y=fake.pose[1], z=fake.pose[2], roll=fake.pose[3],
+                          pitch=fake.pose[4], yaw=fake.pose[5], relative=False, is_radian=False, wait=False,
+                          speed=100)
