@@ -282,6 +282,7 @@ class _PipelineCamera:
         self._lock = threading.Lock()
         self._buffer = _FrameBuffer()
         self._thread: threading.Thread | None = None
+        self._stale: threading.Thread | None = None   # a worker that outlived disconnect()
         self._session: _Session | None = None
         self._fresh_reads = True          # read() waits for a frame newer than the call
         self._count = 0
@@ -313,6 +314,10 @@ class _PipelineCamera:
         STREAMING on the first frame. Connecting twice is a no-op."""
         if self._thread is not None and self._thread.is_alive():
             return
+        if self._stale is not None and self._stale.is_alive():
+            raise CameraError(f"camera {self.serial}: the previous stream is still shutting down inside "
+                              "the SDK; try again in a moment")
+        self._stale = None
         self._set_status(CameraStatus.CONNECTING)
         try:
             stream = self._open()
@@ -347,6 +352,8 @@ class _PipelineCamera:
         if thread is not None:
             thread.join(JOIN_S)
             if thread.is_alive():
+                # Kept so connect() will not open a second stream on the device while this one lives.
+                self._stale = thread
                 log.warning("camera %s worker still inside the SDK; left to exit alone", self.serial)
         self._buffer.close(CameraError(f"camera {self.serial} is not connected"))
         self._set_status(CameraStatus.DISCONNECTED)
