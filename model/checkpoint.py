@@ -223,15 +223,21 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
 # -- random weights ------------------------------------------------------------------------
 @torch.no_grad()
 def init_random_(model: MolmoAct, seed: int, std: float = 0.02) -> MolmoAct:
-    """Deterministic random weights: N(0, std) matrices, zero biases, unit norm weights."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    """Deterministic random weights: N(0, std) matrices, zero biases, unit norm weights.
+
+    Sampled on each parameter's own device (8B numbers drawn on a CPU would take minutes for a GPU run).
+    """
+    gens: dict[torch.device, torch.Generator] = {}
     for name, p in model.named_parameters():
         if name.endswith("norm.weight") or name.endswith("ln_f.weight") or "_norm." in name:
             p.fill_(1.0)
         elif name.endswith(".bias"):
             p.zero_()
         else:
-            sample = torch.randn(p.shape, generator=gen, dtype=torch.float32) * std
+            gen = gens.get(p.device)
+            if gen is None:
+                gen = gens[p.device] = torch.Generator(device=p.device).manual_seed(seed)
+            sample = torch.randn(p.shape, generator=gen, dtype=torch.float32, device=p.device) * std
             p.copy_(sample.to(p.dtype))
     return model
 
@@ -243,18 +249,7 @@ def random_model(cfg: MolmoActConfig, device: str | torch.device = "cpu", dtype:
     dtype = dtype or default_dtype(device)
     with torch.device("meta"):
         model = MolmoAct(cfg)
-    model = model.to_empty(device=device).to(dtype)
-    if device.type == "cpu":
-        init_random_(model, seed)
-    else:  # sampling 8B numbers on the CPU is slow; on the GPU use its generator
-        torch.manual_seed(seed)
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight") or name.endswith("ln_f.weight"):
-                p.data.fill_(1.0)
-            elif name.endswith(".bias"):
-                p.data.zero_()
-            else:
-                p.data.normal_(0.0, 0.02)
+    model = init_random_(model.to(dtype).to_empty(device=device), seed)   # cast on meta: no fp32 copy
     model.init_rope()
     return model.eval().requires_grad_(False)
 
