@@ -1,11 +1,11 @@
 """UFACTORY xArm 5/6/7 and Lite 6 through ``xarm-python-sdk`` (``xarm.wrapper.XArmAPI``).
 
 The SDK speaks millimetres and degrees (we pass ``is_radian=False`` on every call rather than
-trust the constructor default). Motion is a non-blocking relative linear move in position mode
-(mode 0, state 0): ``set_position(x=dx_mm, ..., roll=droll_deg, ..., relative=True, wait=False)``.
-The controller adds relative roll/pitch/yaw to its current RPY, which is not a rotation about the
-base axes, so we compute the target orientation ourselves (delta applied about the base axes) and
-send the RPY *difference* to reach exactly it. Gripper: the xArm Gripper takes 0 (closed) ..
+trust the constructor default). Motion is a non-blocking linear move in position mode (mode 0,
+state 0) to an ABSOLUTE target: ``set_position(x=mm, ..., roll=deg, ..., relative=False, wait=False)``,
+where the target is the *measured* pose plus the delta (translation and a rotation about the base
+axes, composed here). Queued relative moves would start from the last commanded target instead and
+could carry the arm past the workspace box the safety guard checked. Gripper: the xArm Gripper takes 0 (closed) ..
 850 (open) pulses; the Lite 6 gripper only opens and closes.
 
 SDK return codes other than 0 become ``ArmError`` carrying the code, the SDK's meaning and the
@@ -52,7 +52,7 @@ class XArmConfig:
     ip: str = "192.168.1.185"
     name: str = "xarm"
     limits: StepLimits = field(default_factory=StepLimits)
-    speed_mm_s: float = 100.0          # linear speed of each relative move
+    speed_mm_s: float = 100.0          # linear speed of each move
     acc_mm_s2: float = 2000.0
     gripper: GripperKind = "xarm"
     gripper_speed_rpm: float = 2000.0  # set_gripper_position speed (r/min, SDK unit)
