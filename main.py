@@ -136,7 +136,7 @@ def run_headless(args: argparse.Namespace) -> int:
     decoder = MolmoActDecoder(ckpt)
     cell = camera = arm = adapter = None
     try:
-        safety_config(args, cfg.arm)                   # refuse an unsafe set-up before opening anything
+        safety_cfg = safety_config(args, cfg.arm)      # refuse an unsafe set-up before opening anything
         cell = make_sim_cell(cfg.camera, cfg.sim, args.instruction) if cfg.camera.type == "sim" else None
         camera = make_camera(cfg.camera, cell)
         camera.connect()
@@ -151,7 +151,7 @@ def run_headless(args: argparse.Namespace) -> int:
         return 2
     step_no = 0
     try:
-        guard = SafetyGuard(safety_config(args, cfg.arm))
+        guard = SafetyGuard(safety_cfg)
         for step_no in range(args.steps):
             stale = guard.tick()                      # the watchdog: no fresh command in time → hold
             if stale is not None and arm is not None and arm.enabled:

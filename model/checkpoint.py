@@ -142,18 +142,21 @@ def read_state_dict(files: list[Path], expected: dict[str, torch.Size], device: 
     return state
 
 
-def build_model(cfg: MolmoActConfig, state: dict[str, torch.Tensor]) -> MolmoAct:
+def meta_model(cfg: MolmoActConfig) -> MolmoAct:
+    """The module tree without storage: its state dict names every key and shape the weights must have."""
     with torch.device("meta"):
-        model = MolmoAct(cfg)
-    model.load_state_dict(state, strict=True, assign=True)
-    model.init_rope()
-    return model.eval().requires_grad_(False)
+        return MolmoAct(cfg)
 
 
 def expected_shapes(cfg: MolmoActConfig) -> dict[str, torch.Size]:
-    with torch.device("meta"):
-        model = MolmoAct(cfg)
-    return {k: v.shape for k, v in model.state_dict().items()}
+    return {k: v.shape for k, v in meta_model(cfg).state_dict().items()}
+
+
+def build_model(model: MolmoAct, state: dict[str, torch.Tensor]) -> MolmoAct:
+    """Assign the read tensors to a meta model (no second allocation)."""
+    model.load_state_dict(state, strict=True, assign=True)
+    model.init_rope()
+    return model.eval().requires_grad_(False)
 
 
 def check_norm_stats(norm_stats: dict[str, Any], source: Path) -> None:
@@ -204,8 +207,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
     processor = MolmoActProcessor.from_dir(path, tokenizer)
     check_image_geometry(cfg, processor, path)
     files = shard_files(path)
-    state = read_state_dict(files, expected_shapes(cfg), device, dtype, cfg.tie_word_embeddings)
-    model = build_model(cfg, state)
+    model = meta_model(cfg)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    state = read_state_dict(files, expected, device, dtype, cfg.tie_word_embeddings)
+    model = build_model(model, state)
     depth = None
     if load_depth:
         depth_file = find_depth_file(path)
@@ -247,9 +252,7 @@ def random_model(cfg: MolmoActConfig, device: str | torch.device = "cpu", dtype:
     """A random-weight model allocated directly on ``device`` (for benchmarks at the real 7B shape)."""
     device = torch.device(device)
     dtype = dtype or default_dtype(device)
-    with torch.device("meta"):
-        model = MolmoAct(cfg)
-    model = init_random_(model.to(dtype).to_empty(device=device), seed)   # cast on meta: no fp32 copy
+    model = init_random_(meta_model(cfg).to(dtype).to_empty(device=device), seed)   # cast on meta: no fp32 copy
     model.init_rope()
     return model.eval().requires_grad_(False)
 
