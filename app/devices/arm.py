@@ -10,7 +10,7 @@ the base axes (equal to a rotation vector to first order, which is what per-step
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -21,6 +21,17 @@ class ArmError(RuntimeError):
 
 class ArmDisabledError(ArmError):
     """A motion command while the operator has not enabled the arm."""
+
+
+def sdk_call(arm: str, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """One call into a vendor SDK: whatever it raises (RuntimeError from libfranka or ur-rtde, socket
+    and value errors from the xArm SDK) becomes an ArmError that keeps the SDK's message."""
+    try:
+        return fn(*args, **kwargs)
+    except ArmError:
+        raise
+    except Exception as e:  # noqa: BLE001 - vendor SDKs raise plain exceptions
+        raise ArmError(f"{arm} {what} failed: {e}") from e
 
 
 @dataclass

@@ -27,7 +27,7 @@ from app.devices.action_adapter import (
     StepLimits, apply_base_delta, limit_step, matrix_to_quat_xyzw, matrix_to_rpy, quat_xyzw_to_matrix,
     rotation_angle,
 )
-from app.devices.arm import ArmDisabledError, ArmError, ArmState, SentAction
+from app.devices.arm import ArmDisabledError, ArmError, ArmState, SentAction, sdk_call
 
 EXTRA_HINT = 'pip install -e ".[franka]"'
 
@@ -306,12 +306,7 @@ class Franka:
         return self._clients
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ArmError:
-            raise
-        except Exception as e:  # noqa: BLE001 - libfranka exceptions reach Python as RuntimeError
-            raise ArmError(f"Franka {what} failed: {e}") from e
+        return sdk_call("Franka", what, fn, *args, **kwargs)
 
 
 __all__ = ["EXTRA_HINT", "Franka", "FrankaClients", "FrankaConfig", "LatestWinsWorker", "sdk_factory"]

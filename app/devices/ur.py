@@ -23,7 +23,7 @@ import numpy as np
 from app.devices.action_adapter import (
     StepLimits, apply_base_delta, limit_step, matrix_to_rotvec, matrix_to_rpy, rotvec_to_matrix,
 )
-from app.devices.arm import ArmDisabledError, ArmError, ArmState, SentAction
+from app.devices.arm import ArmDisabledError, ArmError, ArmState, SentAction, sdk_call
 
 EXTRA_HINT = 'pip install -e ".[ur]"'
 ROBOT_MODE_RUNNING = 7            # getRobotMode(): 7 = RUNNING (powered, brakes released)
@@ -256,12 +256,7 @@ class UniversalRobot:
         return self._clients
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except ArmError:
-            raise
-        except Exception as e:  # noqa: BLE001 - ur-rtde raises RuntimeError; keep its message
-            raise ArmError(f"UR {what} failed: {e}") from e
+        return sdk_call("UR", what, fn, *args)
 
 
 __all__ = ["EXTRA_HINT", "URClients", "URConfig", "URGripper", "UniversalRobot", "sdk_factory"]

@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from app.devices.action_adapter import StepLimits, limit_step, matrix_to_rpy, rpy_to_matrix
-from app.devices.arm import ArmDisabledError, ArmError, ArmState, SentAction
+from app.devices.arm import ArmDisabledError, ArmError, ArmState, SentAction, sdk_call
 
 EXTRA_HINT = 'pip install -e ".[xarm]"'
 GRIPPER_OPEN_PULSE = 850          # xArm Gripper: 850 = fully open, 0 = closed
@@ -259,12 +259,7 @@ class XArm:
         return self._api
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ArmError:
-            raise
-        except Exception as e:  # noqa: BLE001 - the SDK raises socket and value errors alike
-            raise ArmError(f"xArm {what} failed: {e}") from e
+        return sdk_call("xArm", what, fn, *args, **kwargs)
 
     def _check(self, code: int, what: str) -> None:
         if code == CODE_OK:
