@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import LoadedCheckpoint, default_dtype, load_checkpoint, random_model, write_tiny_checkpoint
-from .config import LlmConfig, MolmoActConfig, VitConfig, AdapterConfig, shape_7b_d
+from .checkpoint import (FRACTAL_NORM_STATS, LoadedCheckpoint, load_checkpoint, random_model,
+                         write_tiny_checkpoint)
+from .config import AdapterConfig, LlmConfig, MolmoActConfig, VitConfig, shape_7b_d
 from .decoder import MolmoActDecoder
 from .depth import random_depth_decoder
 from .processor import MolmoActProcessor, reasoning_prompt
 from .reasoning import Observation
 from .tokenizer import MolmoActTokenizer, build_tiny_tokenizer
-from .checkpoint import FRACTAL_NORM_STATS
 
 
 def mini_7b_shape() -> MolmoActConfig:

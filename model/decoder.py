@@ -20,10 +20,10 @@ import cv2
 import numpy as np
 import torch
 
-from .actions import ActionStats, ActionTokenizer, unnormalize
+from .actions import ActionStats, ActionTokenizer, resolve_unnorm_key, unnormalize
 from .checkpoint import LoadedCheckpoint
 from .depth import decode_depth_codes
-from .grammar import (AnswerFormat, Choice, Forced, GrammarTokens, ParsedAnswer, Program, check_trace,
+from .grammar import (AnswerFormat, Forced, GrammarTokens, ParsedAnswer, Program, check_trace,
                       forced_trace_program, reasoning_program, steer_visual_program)
 from .kv_cache import KVCache
 from .processor import ModelInputs, reasoning_prompt, steering_prompt
@@ -222,7 +222,6 @@ class MolmoActDecoder:
 
     # -- results -------------------------------------------------------------------------------------
     def _stats(self, unnorm_key: str | None) -> tuple[str, ActionStats]:
-        from .actions import resolve_unnorm_key
         key = resolve_unnorm_key(self.ckpt.norm_stats, unnorm_key)
         stats = ActionStats.from_norm_stats(self.ckpt.norm_stats, key)
         if stats.action_dim != self.config.answer.action_dim:
