@@ -50,10 +50,22 @@ class SimTaskConfig:
 
 
 @dataclass
+class ModelConfig:
+    path: str = str(Path(__file__).resolve().parents[1] / "assets" / "tiny-molmoact")
+    device: str = "cpu"
+    unnorm_key: str | None = None      # None: the checkpoint's only (or first) key
+
+    def __post_init__(self) -> None:
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"--model.device={self.device!r}: use cpu or cuda[:N]")
+
+
+@dataclass
 class StationConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
     arm: ArmConfig = field(default_factory=ArmConfig)
     sim: SimTaskConfig = field(default_factory=SimTaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
         if self.arm.type == "sim" and self.camera.type != "sim":

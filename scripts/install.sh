@@ -3,8 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: libusb for pyrealsense2; Mesa EGL/OSMesa for MuJoCo's headless rendering.
-APT_PACKAGES="libusb-1.0-0 libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libopengl0 libosmesa6"
+# Debian packages: libusb for pyrealsense2; Mesa EGL/OSMesa for MuJoCo's headless rendering;
+# Xvfb + the xcb bits Qt's xcb plugin lacks + ImageMagick's `import`, for the window test on a real
+# X server (screenshot, 3D view on Mesa llvmpipe).
+APT_PACKAGES="libusb-1.0-0 libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libopengl0 libosmesa6
+              xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxkbcommon-x11-0 imagemagick"
 missing=""
 for p in $APT_PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
