@@ -1,14 +1,16 @@
 """MolmoAct steering station — command line.
 
-    python main.py --headless --steps N [--instruction TEXT] [--steer text|visual|none]
-                   [--camera.type sim|realsense|recording] [--camera.serial S] [--camera.path FILE]
-                   [--arm.type none|sim|xarm|ur|franka] [--arm.host ADDR] [--arm.enable]
-                   [--model.path DIR] [--model.device cpu|cuda] [--model.unnorm_key KEY]
+    python main.py [--run-mode step|preview|confirm|auto] [device and model flags]   the operator window
+    python main.py --headless --steps N [--instruction TEXT] [--steer text|visual|none] [flags]
 
-Until the session and window land (issue 5), the headless mode is the runtime's loop on the chosen
-devices: each step reads a frame, runs ``reason()``, re-decodes the action with a moved trace
-(``steer_text`` by default, as an operator's drag would), maps it to the arm's command frame, passes
-it through the safety guard and — only with ``--arm.enable`` — sends it. One JSON object per step.
+Flags, in lerobot's dotted style: [--camera.type sim|realsense|recording] [--camera.serial S]
+[--camera.path FILE] [--arm.type none|sim|xarm|ur|franka] [--arm.host ADDR] [--arm.enable]
+[--model.path DIR] [--model.device cpu|cuda] [--model.unnorm_key KEY].
+
+Both front ends drive the same ``app.session.Session``. Headless, each step is what an operator does
+in step mode: Step (reason on a fresh frame), drag the last waypoint (re-decoded with ``steer_text``
+by default), Go (through the safety guard; the arm moves only with ``--arm.enable``). One JSON
+object per step on stdout.
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--safety.workspace_max", dest="workspace_max", default=None)
     p.add_argument("--sim.task", dest="sim_task", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-mode", dest="run_mode", choices=["step", "preview", "confirm", "auto"], default="step",
+                   help="the window's starting run mode")
     p.add_argument("--list-cameras", action="store_true", help="list connected RealSense serials and exit")
     args = p.parse_args(argv)
     if args.steps < 1:
@@ -56,13 +60,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def station_config(args: argparse.Namespace):
-    from app.config import ArmConfig, CameraConfig, SimTaskConfig, StationConfig
+    from app.config import ArmConfig, CameraConfig, ModelConfig, SimTaskConfig, StationConfig
     arm_type = args.arm_type or ("sim" if args.camera_type == "sim" else "none")
     return StationConfig(
         camera=CameraConfig(type=args.camera_type, serial=args.camera_serial, path=args.camera_path,
                             width=args.camera_width, height=args.camera_height, fps=args.camera_fps),
         arm=ArmConfig(type=arm_type, host=args.arm_host, enable=args.arm_enable),
-        sim=SimTaskConfig(task=args.sim_task, seed=args.seed))
+        sim=SimTaskConfig(task=args.sim_task, seed=args.seed),
+        model=ModelConfig(path=args.model_path, device=args.model_device, unnorm_key=args.unnorm_key))
 
 
 def parse_xyz(text: str, flag: str) -> tuple[float, float, float]:
@@ -89,118 +94,98 @@ def safety_config(args: argparse.Namespace, arm_cfg):
     return SafetyConfig(**box)
 
 
-def close_devices(camera, arm, cell) -> None:
-    """Stop the arm first, then release everything; one failure must not skip the rest."""
-    steps = []
-    if arm is not None:
-        steps += [arm.stop, arm.disconnect]
-    if camera is not None:
-        steps.append(camera.disconnect)
-    if cell is not None and hasattr(cell, "close"):
-        steps.append(cell.close)
-    for step in steps:
-        try:
-            step()
-        except Exception as e:  # noqa: BLE001 - report and keep releasing
-            print(f"warning: {getattr(step, '__qualname__', step)} failed: {e}", file=sys.stderr)
-
-
 def moved(trace: list[tuple[int, int]], dx: int = 30) -> list[tuple[int, int]]:
     """What an operator's drag does: the last waypoint moved sideways (clamped to the image)."""
     *head, (x, y) = trace
     return [*head, (min(255, max(0, x + dx if x + dx <= 255 else x - dx)), y)]
 
 
+def session_config(args: argparse.Namespace, run_mode: str = "step"):
+    from app.session import SessionConfig
+    return SessionConfig(instruction=args.instruction, run_mode=run_mode,
+                         steer_mode="visual" if args.steer == "visual" else "text")
+
+
+def _round(values) -> list[float] | None:
+    return None if values is None else [round(float(v), 6) for v in values]
+
+
 def run_headless(args: argparse.Namespace) -> int:
-    from app.devices.action_adapter import ActionAdapter
-    from app.devices.arm import ArmError
-    from app.devices.camera import CameraError
-    from app.devices.factory import make_arm, make_camera, make_sim_cell
-    from app.safety import SafetyGuard
-    from model.checkpoint import CheckpointError, load_checkpoint
-    from model.config import ConfigError
-    from model.decoder import MolmoActDecoder, NonFiniteLogitsError
-    from model.reasoning import Observation
-    from model.tokenizer import TokenizerError
+    """The same session as the window, driven as an operator would in step mode: Step, drag the last
+    waypoint (unless --steer none), Go. Go is refused by the guard unless --arm.enable was given."""
+    from app.session import ErrorEvent
+    from app.station import StationError, open_session
 
     try:
         cfg = station_config(args)
+        safety = safety_config(args, cfg.arm)      # refuse an unsafe set-up before opening anything
+        session = open_session(cfg, session_config(args), safety)
+    except (ValueError, StationError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    errors: list[ErrorEvent] = []
+    session.subscribe(lambda ev: errors.append(ev) if isinstance(ev, ErrorEvent) else None)
+    session.start(frames=False)
+    step_no = 0
+
+    def settle() -> None:
+        if not session.wait_idle(600):
+            raise TimeoutError("the session did not finish a step within 600 s")
+        failed = [e for e in errors if e.level == "error"]
+        if failed:
+            raise RuntimeError(f"{failed[0].source}: {failed[0].message}")
+
+    try:
+        for step_no in range(args.steps):
+            notes = len(errors)
+            session.step()
+            settle()
+            r = session.reasoning
+            if args.steer != "none":
+                session.edit_trace(moved(r.trace), final=True)
+                settle()
+            session.go()
+            settle()
+            step = session.last_step
+            arm = session.arm
+            print(json.dumps({
+                "step": step_no,
+                "instruction": session.instruction,
+                "mode": step.mode,
+                "trace": [list(p) for p in step.trace],
+                "model_trace": [list(p) for p in r.trace],
+                "depth_codes": len(r.depth_codes),
+                "action": _round(step.action),
+                "command": _round(step.command),
+                "sent": _round(step.sent),
+                "status": step.status,
+                "safety": step.safety + [f"{e.source}: {e.message}" for e in errors[notes:]],
+                "camera": session.frame.serial if session.frame is not None else None,
+                "arm": None if arm is None else {"name": arm.name, "enabled": arm.enabled},
+                "timing_ms": step.timing_ms,
+            }), flush=True)
+            session.clear_edit()
+    except KeyboardInterrupt:                          # Ctrl-C is the headless e-stop
+        session.estop("Ctrl-C")
+        print(f"e-stop: interrupted at step {step_no}; arm stopped", file=sys.stderr)
+        return 130
+    except (RuntimeError, TimeoutError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        session.close()
+    return 0
+
+
+def run_window(args: argparse.Namespace) -> int:
+    try:
+        cfg = station_config(args)
+        safety = safety_config(args, cfg.arm)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    try:
-        ckpt = load_checkpoint(args.model_path, device=args.model_device)
-    except (FileNotFoundError, CheckpointError, ConfigError, TokenizerError) as e:
-        print(f"error: cannot load the model: {e}", file=sys.stderr)
-        return 2
-    decoder = MolmoActDecoder(ckpt)
-    cell = camera = arm = adapter = None
-    try:
-        safety_cfg = safety_config(args, cfg.arm)      # refuse an unsafe set-up before opening anything
-        cell = make_sim_cell(cfg.camera, cfg.sim, args.instruction) if cfg.camera.type == "sim" else None
-        camera = make_camera(cfg.camera, cell)
-        camera.connect()
-        arm = make_arm(cfg.arm, cell)
-        if arm is not None:
-            arm.connect()
-            if cfg.arm.enable:
-                arm.enable()
-    except (KeyError, ValueError, CameraError, ArmError) as e:
-        close_devices(camera, arm, cell)
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    step_no = 0
-    try:
-        guard = SafetyGuard(safety_cfg)
-        for step_no in range(args.steps):
-            stale = guard.tick()                      # the watchdog: no fresh command in time → hold
-            if stale is not None and arm is not None and arm.enabled:
-                arm.hold()
-            frame = camera.read(timeout_s=5.0)
-            obs = Observation([frame.rgb], args.instruction, unnorm_key=args.unnorm_key)
-            r = decoder.reason(obs)
-            result, timing = r, {"reason": round(r.timings_ms["total"], 2)}
-            if args.steer != "none":
-                edited = moved(r.trace)
-                result = decoder.steer_text(edited) if args.steer == "text" else decoder.steer_visual(obs, edited)
-                timing["steer"] = round(result.timings_ms["total"], 2)
-            command, sent, safety = None, None, [] if stale is None else [f"{stale.rule}: {stale.reason}"]
-            if arm is not None:
-                adapter = adapter or ActionAdapter.for_arm(cfg.arm.type, r.unnorm_key)
-                state = arm.state()
-                command = adapter.map(result.action, state.ee_rpy)
-                verdict = guard.check(command, state)
-                safety += verdict.reasons
-                if arm.enabled and verdict.allowed:
-                    done = arm.send_action(verdict.action)
-                    sent = [round(float(v), 6) for v in done.sent]
-                    safety += [f"arm: {reason}" for reason in done.clipped]   # the arm's own limits
-                elif arm.enabled:
-                    arm.hold()
-            print(json.dumps({
-                "step": step_no,
-                "instruction": args.instruction,
-                "mode": result.mode,
-                "trace": [list(p) for p in result.trace],
-                "model_trace": [list(p) for p in r.trace],
-                "depth_codes": len(r.depth_codes),
-                "action": [round(float(v), 6) for v in result.action],
-                "command": None if command is None else [round(float(v), 6) for v in command],
-                "sent": sent,
-                "safety": safety,
-                "camera": frame.serial,
-                "arm": None if arm is None else {"name": arm.name, "enabled": arm.enabled},
-                "timing_ms": timing,
-            }), flush=True)
-    except KeyboardInterrupt:                          # Ctrl-C is the headless e-stop
-        print(f"e-stop: interrupted at step {step_no}; arm stopped", file=sys.stderr)
-        return 130
-    except (KeyError, ValueError, CameraError, ArmError, NonFiniteLogitsError) as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    finally:
-        close_devices(camera, arm, cell)
-    return 0
+    from widgets.app import run
+    return run(cfg, session_config(args, args.run_mode), safety)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,11 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.headless:
         return run_headless(args)
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+            or os.environ.get("QT_QPA_PLATFORM") in ("offscreen", "vnc")):
         print("no display: the operator window needs one; use --headless", file=sys.stderr)
         return 2
-    print("the operator window is not built yet (issue 5); use --headless", file=sys.stderr)
-    return 2
+    return run_window(args)
 
 
 if __name__ == "__main__":

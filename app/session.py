@@ -502,12 +502,15 @@ class Session:
     def clear_edit(self) -> None:
         """Back to the model's own trace and action."""
         with self._lock:
+            if self._edit is None:
+                return
             self._edit = None
             self._steered = None
             r = self._reasoning
             self._pending.pop("steer", None)
+            waiting = self._pending_step is not None
         self._emit(EditEvent(None, True))
-        if r is not None and not self._running:
+        if r is not None and waiting:               # the action on screen was not sent: show the model's
             self._publish_step(r, self._obs_frame)
 
     def _apply_edit(self, fn: Callable[[list[tr.Point]], list[tr.Point]], final: bool) -> None:

@@ -2,7 +2,6 @@
 play back through the real pipeline path; an unplug is simulated at the pipeline boundary."""
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from pathlib import Path
@@ -12,7 +11,8 @@ import pytest
 
 rs = pytest.importorskip("pyrealsense2")
 
-from app.devices.camera import Camera, CameraError, CameraStatus  # noqa: E402
+from app.devices.camera import Camera, CameraError, CameraStatus, Intrinsics  # noqa: E402
+from app.devices.rs_writer import write_recording as write_rs_recording  # noqa: E402
 from app.devices.realsense import (  # noqa: E402
     DeviceInfo, FrameTimeout, RealSenseBackend, RealSenseCamera, RealSenseConfig, RecordingCamera,
     list_realsense_devices, main, resume_playback, select_serial)
@@ -39,47 +39,7 @@ def synthetic_frames(n: int = N) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def write_recording(path: Path, frames: list[tuple[np.ndarray, np.ndarray]]) -> None:
     """A D435-like software device (same geometry for both streams), recorded to ``.db3``."""
-    sd = rs.software_device()
-    sd.register_info(rs.camera_info.name, "Synthetic D435")
-    sd.register_info(rs.camera_info.serial_number, SERIAL)
-    depth_sensor, color_sensor = sd.add_sensor("Stereo Module"), sd.add_sensor("RGB Camera")
-    intr = rs.intrinsics()
-    intr.width, intr.height, intr.fx, intr.fy, intr.ppx, intr.ppy = W, H, FX, FY, PPX, PPY
-    intr.model, intr.coeffs = rs.distortion.brown_conrady, [0.0] * 5
-
-    def stream(kind, uid, bpp, fmt):
-        vs = rs.video_stream()
-        vs.type, vs.index, vs.uid = kind, 0, uid
-        vs.width, vs.height, vs.fps, vs.bpp, vs.fmt, vs.intrinsics = W, H, 30, bpp, fmt, intr
-        return vs
-
-    dp = depth_sensor.add_video_stream(stream(rs.stream.depth, 0, 2, rs.format.z16), True)
-    cp = color_sensor.add_video_stream(stream(rs.stream.color, 1, 3, rs.format.rgb8), True)
-    depth_sensor.add_read_only_option(rs.option.depth_units, SCALE)
-    sd.create_matcher(rs.matchers.default)
-    ext = rs.extrinsics()
-    ext.rotation, ext.translation = [1, 0, 0, 0, 1, 0, 0, 0, 1], [0.0, 0.0, 0.0]
-    dp.register_extrinsics_to(cp, ext)
-
-    recorder = rs.recorder(str(path), sd)
-    sensors = recorder.query_sensors()
-    for s in sensors:
-        s.open(s.get_stream_profiles()[0])
-        s.start(lambda f: None)
-    for i, (rgb, depth) in enumerate(frames):
-        for sensor, prof, arr, bpp in ((depth_sensor, dp, depth, 2), (color_sensor, cp, rgb, 3)):
-            f = rs.software_video_frame()
-            f.pixels, f.stride, f.bpp = arr, W * bpp, bpp
-            f.timestamp, f.domain, f.frame_number = i * 1000 / 30, rs.timestamp_domain.hardware_clock, i
-            f.profile = prof.as_video_stream_profile()
-            if bpp == 2:
-                f.depth_units = SCALE
-            sensor.on_video_frame(f)
-    for s in sensors:
-        s.stop()
-        s.close()
-    del sensors, recorder                        # the file is finalised only when these go
-    gc.collect()
+    write_rs_recording(path, frames, Intrinsics(W, H, FX, FY, PPX, PPY), depth_scale=SCALE, serial=SERIAL)
 
 
 @pytest.fixture(scope="module")

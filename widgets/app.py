@@ -1,0 +1,51 @@
+"""Start the operator window on a configured station (``python main.py``)."""
+from __future__ import annotations
+
+import signal
+import sys
+
+from app.config import StationConfig
+from app.safety import SafetyConfig
+from app.session import SessionConfig
+
+
+def configure_pyqtgraph() -> None:
+    import pyqtgraph as pg
+    # numpy (H, W, 3) images upright; no mouse-move rate limit (drags stay exact; reference/gui.md)
+    pg.setConfigOptions(imageAxisOrder="row-major", mouseRateLimit=-1, antialias=False)
+
+
+def run(station: StationConfig, session_cfg: SessionConfig, safety: SafetyConfig | None = None) -> int:
+    from PySide6 import QtCore, QtWidgets
+
+    from app.station import StationError, open_session
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    configure_pyqtgraph()
+    from widgets.main_window import MainWindow
+    try:
+        session = open_session(station, session_cfg, safety)
+    except StationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    window = MainWindow(session)
+    window.show()
+    session.start()
+
+    # SIGINT/SIGTERM close the window the normal way (arm stopped, devices released). Qt's loop does
+    # not run Python code on its own, so a timer lets the interpreter see the signal.
+    def close(*_):
+        window.close()
+
+    previous = {sig: signal.signal(sig, close) for sig in (signal.SIGINT, signal.SIGTERM)}
+    wake = QtCore.QTimer()
+    wake.timeout.connect(lambda: None)
+    wake.start(200)
+    try:
+        rc = app.exec()
+    finally:
+        wake.stop()
+        window.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return int(rc)

@@ -1,0 +1,302 @@
+"""The operator window: views subscribe to the session (through the bridge) and send intents back.
+
+Layout: the control bar with the e-stop on top; the camera view with the trace editor and the depth
+pair on the left; the action panel and the 3D view on the right; the status bar at the bottom.
+"""
+from __future__ import annotations
+
+import collections
+import time
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from app.session import RunMode, Session
+from widgets import shortcuts
+from widgets.action_panel import ActionPanel
+from widgets.bridge import SessionBridge
+from widgets.camera_view import CameraView
+from widgets.cloud_view import CloudView
+from widgets.controls import OVERLAYS, ControlsBar
+from widgets.depth_view import DepthView
+
+
+class _EstopFilter(QtCore.QObject):
+    """Application-wide: Esc reaches the e-stop whatever has focus (a text box, a combo, a dialog)."""
+
+    def __init__(self, on_estop) -> None:
+        super().__init__()
+        self._on_estop = on_estop
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() in (QtCore.QEvent.Type.KeyPress, QtCore.QEvent.Type.ShortcutOverride):
+            if event.key() == QtCore.Qt.Key.Key_Escape and not event.isAutoRepeat():
+                if event.type() == QtCore.QEvent.Type.KeyPress:
+                    self._on_estop()
+                event.accept()
+                return True
+        return False
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    def __init__(self, session: Session, parent=None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.setWindowTitle("MolmoAct steering station")
+        self.bridge = SessionBridge(session, self)
+        self.controls = ControlsBar()
+        self.camera_view = CameraView()
+        self.depth_view = DepthView()
+        self.action_panel = ActionPanel()
+        self.cloud_view = CloudView()
+        self._overlay = "off"
+        self._frame = None
+        self._model_trace = None
+        self._edited = None
+        self._shown_at: collections.deque[float] = collections.deque(maxlen=90)
+        self.frames_shown = 0
+        self._closed = False
+
+        left = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        left.addWidget(self.camera_view)
+        left.addWidget(self.depth_view)
+        left.setStretchFactor(0, 3)
+        left.setStretchFactor(1, 2)
+        right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        right.addWidget(self.action_panel)
+        right.addWidget(self.cloud_view)
+        right.setStretchFactor(0, 3)
+        right.setStretchFactor(1, 2)
+        body = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        body.addWidget(left)
+        body.addWidget(right)
+        body.setStretchFactor(0, 3)
+        body.setStretchFactor(1, 2)
+        central = QtWidgets.QWidget()
+        layout = QtWidgets.QVBoxLayout(central)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.controls)
+        layout.addWidget(body, 1)
+        self.setCentralWidget(central)
+        self._build_status_bar()
+        self.help_dialog: shortcuts.HelpDialog | None = None
+        self._shortcuts = shortcuts.bind(self)
+        self._estop_filter = _EstopFilter(self.estop)
+        QtWidgets.QApplication.instance().installEventFilter(self._estop_filter)
+        self._connect()
+        self.resize(1400, 860)
+        st = session.status()
+        self.controls.show_status(st.run_mode.value, st.running, st.steer_mode, st.instruction)
+        self.controls.show_arm(False, session.arm is not None)
+        self._on_status_snapshot(st)
+
+    # ---------------------------------------------------------------------------- wiring
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.status_labels: dict[str, QtWidgets.QLabel] = {}
+        for key in ("camera", "arm", "model", "fps", "reason", "steer", "mode", "estop"):
+            label = QtWidgets.QLabel("")
+            label.setObjectName(f"status_{key}")
+            self.status_labels[key] = label
+            bar.addPermanentWidget(label)
+        self.message = QtWidgets.QLabel("")
+        self.message.setObjectName("statusMessage")
+        bar.addWidget(self.message, 1)
+        self._fps_timer = QtCore.QTimer(self)
+        self._fps_timer.timeout.connect(self._show_fps)
+        self._fps_timer.start(500)
+
+    def _connect(self) -> None:
+        b, c, s = self.bridge, self.controls, self.session
+        b.frame.connect(self._on_frame)
+        b.reasoning.connect(self._on_reasoning)
+        b.steered.connect(self._on_steered)
+        b.edited.connect(self._on_edited)
+        b.action.connect(lambda ev: self.action_panel.show_step(ev.step))
+        b.arm.connect(self._on_arm)
+        b.estop.connect(self._on_estop)
+        b.error.connect(self._on_error)
+        b.status.connect(lambda ev: self._on_status_snapshot(ev.status))
+        c.instructionSubmitted.connect(s.set_instruction)
+        c.runModeChanged.connect(s.set_run_mode)
+        c.steerModeChanged.connect(s.set_steer_mode)
+        c.playClicked.connect(self.toggle_play)
+        c.stepClicked.connect(self.step)
+        c.goClicked.connect(self.go)
+        c.armToggled.connect(self._arm_clicked)
+        c.clearEditClicked.connect(self.clear_edit)
+        c.overlayChanged.connect(self._set_overlay)
+        c.estopClicked.connect(self.estop)
+        c.resetClicked.connect(self.reset)
+        c.helpClicked.connect(self.show_help)
+        v = self.camera_view
+        v.sigWaypointMoved.connect(lambda i, x, y, final: s.move_waypoint(i, x, y, final))
+        v.sigInsertRequested.connect(lambda x, y: s.insert_waypoint(x, y))
+        v.sigDeleteRequested.connect(s.delete_waypoint)
+
+    # ---------------------------------------------------------------------------- operator actions
+    # (names match widgets.shortcuts.SHORTCUTS)
+    def estop(self) -> None:
+        self.session.estop("operator pressed e-stop")
+        self.controls.estop.set_latched(True)      # at once, not when the event comes back
+
+    def reset(self) -> None:
+        self.session.reset()
+
+    def toggle_arm(self) -> None:
+        self._arm_clicked(not (self.session.arm is not None and self.session.arm.enabled))
+
+    def _arm_clicked(self, enable: bool) -> None:
+        if enable:
+            self.session.enable_arm()
+        else:
+            self.session.disable_arm()
+        self.controls.show_arm(bool(self.session.arm and self.session.arm.enabled), self.session.arm is not None)
+
+    def step(self) -> None:
+        self.session.step()
+
+    def go(self) -> None:
+        self.session.go()
+
+    def toggle_play(self) -> None:
+        self.session.toggle_play()
+
+    def mode_step(self) -> None:
+        self.session.set_run_mode(RunMode.STEP)
+
+    def mode_preview(self) -> None:
+        self.session.set_run_mode(RunMode.PREVIEW)
+
+    def mode_confirm(self) -> None:
+        self.session.set_run_mode(RunMode.CONFIRM)
+
+    def mode_auto(self) -> None:
+        self.session.set_run_mode(RunMode.AUTO)
+
+    def toggle_steer(self) -> None:
+        self.session.set_steer_mode("visual" if self.session.steer_mode == "text" else "text")
+
+    def clear_edit(self) -> None:
+        self.session.clear_edit()
+
+    def cycle_overlay(self) -> None:
+        nxt = OVERLAYS[(OVERLAYS.index(self._overlay) + 1) % len(OVERLAYS)]
+        self.controls.set_overlay(nxt)
+
+    def show_help(self) -> None:
+        if self.help_dialog is None:
+            self.help_dialog = shortcuts.HelpDialog(self)
+        self.help_dialog.show()
+        self.help_dialog.raise_()
+
+    # ---------------------------------------------------------------------------- session events
+    def _on_frame(self, ev) -> None:
+        f = ev.frame
+        self._frame = f
+        self.camera_view.set_frame(f.rgb, ev.ee_pixel)
+        self.depth_view.set_sensor_depth(f.depth)
+        if self._overlay == "sensor":
+            self.camera_view.set_overlay(f.depth, (0.0, self.depth_view.max_depth_m))
+        if self._model_trace is None:
+            self.camera_view.set_traces(None, None)
+        self.cloud_view.set_frame(f)
+        self.frames_shown += 1
+        self._shown_at.append(time.monotonic())
+
+    def _on_reasoning(self, ev) -> None:
+        r = ev.reasoning
+        self._model_trace = list(r.trace)
+        self._edited = self.session.edited_trace
+        self.camera_view.set_traces(self._model_trace, self._edited)
+        self.depth_view.set_model_depth(None if r.depth_map is None else r.depth_map.normalized)
+        self._refresh_overlay()
+        self.cloud_view.set_traces(self._model_trace, self._edited)
+        self.camera_view.set_caption(f"{self.session.instruction}  ·  model trace (dashed) · "
+                                     "your trace (solid, drag to steer)")
+
+    def _on_steered(self, ev) -> None:
+        self._show_latency("steer", ev.reasoning.timings_ms.get("total"), ev.reasoning.mode)
+
+    def _on_edited(self, ev) -> None:
+        self._edited = ev.trace
+        self.camera_view.set_traces(self._model_trace, self._edited)
+        if ev.final:
+            self.cloud_view.set_traces(self._model_trace, self._edited)
+
+    def _on_arm(self, ev) -> None:
+        self.action_panel.show_arm(ev.state, ev.enabled)
+        self.controls.show_arm(ev.enabled, True)
+
+    def _on_estop(self, ev) -> None:
+        self.controls.estop.set_latched(ev.latched)
+        self.status_labels["estop"].setText("E-STOP LATCHED" if ev.latched else "")
+        self.status_labels["estop"].setStyleSheet("color: white; background: #b00000; font-weight: bold;"
+                                                  if ev.latched else "")
+        self._message(f"e-stop latched: {ev.reason}" if ev.latched else "e-stop reset; the arm stays disabled",
+                      "error" if ev.latched else "info")
+
+    def _on_error(self, ev) -> None:
+        self._message(f"[{ev.source}] {ev.message}", ev.level)
+
+    def _on_status_snapshot(self, st) -> None:
+        self.controls.show_status(st.run_mode.value, st.running, st.steer_mode, st.instruction)
+        self.status_labels["camera"].setText(f"camera {st.camera}")
+        self.status_labels["arm"].setText(st.arm)
+        self.status_labels["model"].setText(f"model {st.model} on {st.device.upper()}")
+        self.status_labels["mode"].setText(f"{st.run_mode.value}{' ▶' if st.running else ''}"
+                                           f"{' (busy)' if st.busy else ''} · steer {st.steer_mode}")
+        self._show_latency("reason", st.reason_ms)
+        if st.steer_ms is not None:
+            self._show_latency("steer", st.steer_ms)
+
+    # ---------------------------------------------------------------------------- helpers
+    def _set_overlay(self, source: str, blend: float) -> None:
+        self._overlay = source
+        self.camera_view.set_overlay_visible(source != "off", blend)
+        self._refresh_overlay()
+
+    def _refresh_overlay(self) -> None:
+        r = self.session.reasoning
+        if self._overlay == "model" and r is not None and r.depth_map is not None:
+            self.camera_view.set_overlay(r.depth_map.normalized, (0.0, 1.0))
+        elif self._overlay == "sensor" and self._frame is not None:
+            self.camera_view.set_overlay(self._frame.depth, (0.0, self.depth_view.max_depth_m))
+        else:
+            self.camera_view.set_overlay(None, (0.0, 1.0))
+
+    def _show_latency(self, key: str, ms: float | None, mode: str | None = None) -> None:
+        if ms is not None:
+            self.status_labels[key].setText(f"{mode or key} {ms:.0f} ms")
+
+    def display_fps(self) -> float:
+        t = self._shown_at
+        if len(t) < 2 or t[-1] - t[0] <= 0:
+            return 0.0
+        return (len(t) - 1) / (t[-1] - t[0])
+
+    def _show_fps(self) -> None:
+        self.status_labels["fps"].setText(f"display {self.display_fps():.0f} fps")
+
+    def _message(self, text: str, level: str = "info") -> None:
+        colour = {"error": "#c00000", "warning": "#a06000"}.get(level, "")
+        self.message.setStyleSheet(f"color: {colour};" if colour else "")
+        self.message.setText(text)
+
+    # ---------------------------------------------------------------------------- shutdown
+    def shutdown(self) -> None:
+        """Stop the session (the arm first), detach views; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        app = QtWidgets.QApplication.instance()
+        if app is not None:
+            app.removeEventFilter(self._estop_filter)
+        self._fps_timer.stop()
+        self.bridge.detach()
+        self.session.close()
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        self.shutdown()
+        if self.help_dialog is not None:
+            self.help_dialog.close()
+        super().closeEvent(event)
