@@ -66,7 +66,8 @@ class SessionConfig:
     run_mode: RunMode = RunMode.STEP
     steer_mode: str = "text"                 # "text" (steer_text) or "visual" (steer_visual)
     auto_rate_hz: float = 2.0                # closed-loop steps per second (a slower model sets its own pace)
-    frame_rate_hz: float = 30.0              # camera polling for the display
+    frame_rate_hz: float = 60.0              # camera polling (only new frames are emitted): above the
+                                             # camera rate, so a 30 fps camera is not aliased down
     arm_poll_hz: float = 10.0
     unnorm_key: str | None = None
     arm_type: str = "sim"                    # the action-adapter preset's arm

@@ -57,8 +57,8 @@ class CameraView(pg.GraphicsLayoutWidget):
         if (w, h) != self._size:
             self._size = (w, h)
             self.edit_trace.set_bounds(w, h)
-            self.vb.setRange(xRange=(0, w), yRange=(0, h), padding=0.0)
-            self.vb.setLimits(xMin=-w * 0.1, xMax=w * 1.1, yMin=-h * 0.1, yMax=h * 1.1)
+            self.vb.setDefaultPadding(0.0)
+            self.vb.enableAutoRange()                 # the whole image, kept in view on resize
         if ee_pixel is None:
             self.ee_marker.setData([], [])
         else:
@@ -117,7 +117,17 @@ class CameraView(pg.GraphicsLayoutWidget):
         if hit is not None and (right or ctrl):
             ev.accept()
             self.sigDeleteRequested.emit(hit)
-        elif ev.double() and ev.button() == QtCore.Qt.MouseButton.LeftButton and hit is None:
-            ev.accept()
-            mx, my = self.to_model(x, y)
-            self.sigInsertRequested.emit(float(mx), float(my))
+
+    def mouseDoubleClickEvent(self, ev) -> None:  # noqa: N802 - Qt's name
+        """Insert a waypoint. Handled on the view itself: pyqtgraph's scene drops a double click when
+        the first click of the pair was already delivered."""
+        if ev.button() == QtCore.Qt.MouseButton.LeftButton and self._size[0]:
+            p = self.vb.mapSceneToView(self.mapToScene(ev.position().toPoint()))
+            x, y = p.x(), p.y()
+            w, h = self._size
+            if 0 <= x <= w - 1 and 0 <= y <= h - 1 and self.edit_trace.index_at(x, y) is None:
+                mx, my = self.to_model(x, y)
+                self.sigInsertRequested.emit(float(mx), float(my))
+                ev.accept()
+                return
+        super().mouseDoubleClickEvent(ev)

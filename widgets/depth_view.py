@@ -51,7 +51,8 @@ class DepthView(pg.GraphicsLayoutWidget):
         h, w = shape[:2]
         if self._sizes.get(key) != (w, h):
             self._sizes[key] = (w, h)
-            vb.setRange(xRange=(0, w), yRange=(0, h), padding=0.0)
+            vb.setDefaultPadding(0.0)
+            vb.enableAutoRange()
             if key == "sensor":
                 self.readout.setPos(2, h - 2)
 
