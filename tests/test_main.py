@@ -98,3 +98,18 @@ def test_real_arm_cannot_be_enabled_without_the_cells_workspace_box(capsys):
     assert "workspace box" in capsys.readouterr().err
     assert main.main(["--headless", "--arm.enable", "--safety.workspace_min", "1,2"]) == 2
     assert "three numbers" in capsys.readouterr().err
+
+
+def test_headless_cli_prints_five_json_lines_as_design_md_says():
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--headless", "--steps", "5"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 5
+    for i, line in enumerate(lines):
+        rec = json.loads(line)
+        assert {"step", "instruction", "mode", "trace", "depth_codes", "action", "sent", "timing_ms"} <= set(rec)
+        assert rec["step"] == i and rec["mode"] in ("reason", "steer_text", "steer_visual")
+        assert all(0 <= v <= 255 for p in rec["trace"] for v in p) and rec["depth_codes"] == 100
+        assert len(rec["action"]) == 7 and rec["sent"] is None        # the arm was not enabled
+        assert rec["timing_ms"]["reason"] > 0 and rec["timing_ms"]["steer"] > 0

@@ -20,6 +20,9 @@ def run(station: StationConfig, session_cfg: SessionConfig, safety: SafetyConfig
 
     from app.station import StationError, open_session
 
+    if QtWidgets.QApplication.instance() is None:
+        # one GL context family for every GL widget (the 3D view survives being re-parented)
+        QtCore.QCoreApplication.setAttribute(QtCore.Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     configure_pyqtgraph()
     from widgets.main_window import MainWindow

@@ -4,7 +4,7 @@ Widgets only: each control emits a signal; the main window connects them to the 
 """
 from __future__ import annotations
 
-from PySide6 import QtCore, QtGui, QtWidgets
+from PySide6 import QtCore, QtWidgets
 
 from app.session import STEER_MODES, RunMode
 
