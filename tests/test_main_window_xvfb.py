@@ -60,6 +60,9 @@ def test_main_opens_a_window_that_is_not_blank(xvfb_display, tmp_path):
             shutil.copy(shot, os.environ["STATION_SCREENSHOT"])
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, (tmp_path / "main.log").read_text()
+        log.flush()
+        output = (tmp_path / "main.log").read_text()
+        assert "Traceback" not in output and "Error" not in output, output
     finally:
         if proc.poll() is None:
             proc.kill()

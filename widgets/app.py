@@ -9,6 +9,21 @@ from app.safety import SafetyConfig
 from app.session import SessionConfig
 
 
+def prepare_gl(uses_sim: bool) -> None:
+    """Before the QApplication exists: one OpenGL binding for the whole process.
+
+    PyOpenGL binds to one platform per process. The simulator renders through EGL (``app.sim.gl``
+    sets ``PYOPENGL_PLATFORM=egl``), so on X11 Qt must create its GL contexts through EGL too
+    (``QT_XCB_GL_INTEGRATION=xcb_egl``), or the 3D view's draw calls look for a GLX context that
+    PyOpenGL cannot see. Without the sim nothing changes (GLX, Qt's default).
+    """
+    import os
+    if uses_sim:
+        import app.sim.gl  # noqa: F401  (chooses MuJoCo's backend and PyOpenGL's platform)
+    if os.environ.get("PYOPENGL_PLATFORM") == "egl":
+        os.environ.setdefault("QT_XCB_GL_INTEGRATION", "xcb_egl")
+
+
 def configure_pyqtgraph() -> None:
     import pyqtgraph as pg
     # numpy (H, W, 3) images upright; no mouse-move rate limit (drags stay exact; reference/gui.md)
@@ -20,6 +35,7 @@ def run(station: StationConfig, session_cfg: SessionConfig, safety: SafetyConfig
 
     from app.station import StationError, open_session
 
+    prepare_gl(station.camera.type == "sim")
     if QtWidgets.QApplication.instance() is None:
         # one GL context family for every GL widget (the 3D view survives being re-parented)
         QtCore.QCoreApplication.setAttribute(QtCore.Qt.ApplicationAttribute.AA_ShareOpenGLContexts)

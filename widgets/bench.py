@@ -49,13 +49,14 @@ def record_sim_stream(path: Path, frames: int = 180, width: int = 640, height: i
 
 def measure(seconds: float, model_path: str, device: str, camera_fps: int = 60, warmup_s: float = 1.5) -> dict:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen" if not os.environ.get("DISPLAY") else "xcb")
+    from widgets.app import configure_pyqtgraph, prepare_gl
+    prepare_gl(uses_sim=True)                          # the stream is rendered by the simulator
     from PySide6 import QtCore, QtWidgets
 
     from app.devices.realsense import RecordingCamera
     from app.session import FrameEvent, RunMode, Session, SessionConfig
     from model.checkpoint import load_checkpoint
     from model.decoder import MolmoActDecoder
-    from widgets.app import configure_pyqtgraph
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     configure_pyqtgraph()

@@ -10,6 +10,8 @@ neither.
 """
 from __future__ import annotations
 
+import os
+
 import time
 from pathlib import Path
 from typing import Sequence
@@ -71,6 +73,13 @@ def gl_unavailable_reason() -> str | None:
     if platform in NO_GL_PLATFORMS:
         return (f"3D view off: the '{platform}' Qt platform has no OpenGL "
                 "(run under X11/Wayland or Xvfb)")
+    binding = os.environ.get("PYOPENGL_PLATFORM", "")
+    if binding == "osmesa":
+        return ("3D view off: PyOpenGL is bound to OSMesa for the simulator's renderer, which Qt's "
+                "contexts cannot share (install the Mesa EGL libraries so the simulator uses EGL)")
+    if binding == "egl" and platform == "xcb" and os.environ.get("QT_XCB_GL_INTEGRATION") != "xcb_egl":
+        return ("3D view off: PyOpenGL is bound to EGL (the simulator's renderer) but Qt uses GLX; "
+                "start with QT_XCB_GL_INTEGRATION=xcb_egl (widgets.app.prepare_gl does this)")
     if platform not in _reason_cache:
         try:
             import OpenGL.GL  # noqa: F401  (PyOpenGL: pyqtgraph.opengl needs it, pyqtgraph does not pull it in)
