@@ -33,7 +33,7 @@ def main(out: str) -> int:
     from widgets.main_window import MainWindow
 
     session = open_session(StationConfig())
-    win = MainWindow(session)
+    win = MainWindow(session, detach_3d=False)     # docked, as on a machine with a GPU
     win.resize(1500, 900)
     win.show()
     session.start()

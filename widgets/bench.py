@@ -47,7 +47,8 @@ def record_sim_stream(path: Path, frames: int = 180, width: int = 640, height: i
     return write_recording(path, pairs, k, depth_scale=0.001, serial="sim-bench", fps=fps)
 
 
-def measure(seconds: float, model_path: str, device: str, camera_fps: int = 60, warmup_s: float = 1.5) -> dict:
+def measure(seconds: float, model_path: str, device: str, camera_fps: int = 60, warmup_s: float = 1.5,
+            show_3d: bool = True) -> dict:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen" if not os.environ.get("DISPLAY") else "xcb")
     from widgets.app import configure_pyqtgraph, prepare_gl
     prepare_gl(uses_sim=True)                          # the stream is rendered by the simulator
@@ -73,6 +74,7 @@ def measure(seconds: float, model_path: str, device: str, camera_fps: int = 60, 
         window = MainWindow(session)
         window.resize(1400, 860)
         window.show()
+        window.cloud_view.setVisible(show_3d)
         window.controls.set_overlay("model")          # overlays on: model depth blended on the RGB
         session.start()
         session.play()
@@ -122,6 +124,8 @@ def measure(seconds: float, model_path: str, device: str, camera_fps: int = 60, 
         "camera_frames_per_s": round(camera_frames / elapsed, 1),
         "platform": QtWidgets.QApplication.platformName(),
         "device": device,
+        "view_3d": "hidden" if not show_3d else (
+            "on" if window.cloud_view.available else f"unavailable ({window.cloud_view.reason})"),
         "camera_after": camera_status,
     }
 
@@ -133,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--camera-fps", type=int, default=60, help="the recorded stream's rate (a D435 does 60 at 640x480)")
     p.add_argument("--model.path", dest="model_path", default=str(ROOT / "assets" / "tiny-molmoact"))
     p.add_argument("--model.device", dest="device", default="cpu")
+    p.add_argument("--no-3d", dest="show_3d", action="store_false", help="hide the 3D view (for comparison)")
     args = p.parse_args(argv)
-    result = measure(args.seconds, args.model_path, args.device, args.camera_fps)
+    result = measure(args.seconds, args.model_path, args.device, args.camera_fps, show_3d=args.show_3d)
     if args.json:
         print(json.dumps(result))
     else:

@@ -34,6 +34,19 @@ TraceLike = Sequence[Sequence[float]] | None
 _CAMERA_TO_DISPLAY = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], np.float32)
 
 _reason_cache: dict[str, str | None] = {}
+_renderer_cache: dict[str, str] = {}
+SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software")
+SOFTWARE_GL_POINTS = 20_000          # the cloud size on a CPU renderer
+
+
+def software_gl() -> bool:
+    """True when GL is rendered on the CPU (Mesa llvmpipe: Xvfb, VMs). A window holding a GL view is
+    composited through GL as a whole, which costs a CPU renderer the display rate, so the main window
+    keeps the 3D view in a window of its own then."""
+    if gl_unavailable_reason() is not None:
+        return False
+    renderer = _renderer_cache.get(_platform_name(), "").lower()
+    return any(name in renderer for name in SOFTWARE_RENDERERS)
 
 
 def to_display(points: np.ndarray) -> np.ndarray:
@@ -59,6 +72,7 @@ def _probe_context(platform: str) -> str | None:
             return f"3D view off: no OpenGL surface on the '{platform}' platform"
         if not ctx.makeCurrent(surface):
             return f"3D view off: an OpenGL context on the '{platform}' platform cannot be made current"
+        _renderer_cache[platform] = str(ctx.functions().glGetString(0x1F01) or "")   # GL_RENDERER
         ctx.doneCurrent()
     finally:
         surface.destroy()

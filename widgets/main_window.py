@@ -38,7 +38,8 @@ class _EstopFilter(QtCore.QObject):
 
 
 class MainWindow(QtWidgets.QMainWindow):
-    def __init__(self, session: Session, parent=None) -> None:
+    def __init__(self, session: Session, parent=None, detach_3d: bool | None = None) -> None:
+        """``detach_3d``: show the 3D view in its own window (default: when GL is software-rendered)."""
         super().__init__(parent)
         self.session = session
         self.setWindowTitle("MolmoAct steering station")
@@ -47,7 +48,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.camera_view = CameraView()
         self.depth_view = DepthView()
         self.action_panel = ActionPanel()
-        self.cloud_view = CloudView()
+        from widgets.cloud_view import SOFTWARE_GL_POINTS, software_gl
+        # a CPU renderer draws ~20k points in ~10 ms (reference/gui.md: 90 fps), 80k in ~30 ms
+        self.cloud_view = CloudView(max_points=SOFTWARE_GL_POINTS) if software_gl() else CloudView()
         self._overlay = "off"
         self._frame = None
         self._model_trace = None
@@ -61,14 +64,9 @@ class MainWindow(QtWidgets.QMainWindow):
         left.addWidget(self.depth_view)
         left.setStretchFactor(0, 3)
         left.setStretchFactor(1, 2)
-        right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
-        right.addWidget(self.action_panel)
-        right.addWidget(self.cloud_view)
-        right.setStretchFactor(0, 3)
-        right.setStretchFactor(1, 2)
         body = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
         body.addWidget(left)
-        body.addWidget(right)
+        body.addWidget(self.action_panel)
         body.setStretchFactor(0, 3)
         body.setStretchFactor(1, 2)
         central = QtWidgets.QWidget()
@@ -77,6 +75,7 @@ class MainWindow(QtWidgets.QMainWindow):
         layout.addWidget(self.controls)
         layout.addWidget(body, 1)
         self.setCentralWidget(central)
+        self.cloud_dock = self._build_cloud_dock(detach_3d)
         self._build_status_bar()
         self.help_dialog: shortcuts.HelpDialog | None = None
         self._shortcuts = shortcuts.bind(self)
@@ -90,6 +89,40 @@ class MainWindow(QtWidgets.QMainWindow):
         self._on_status_snapshot(st)
 
     # ---------------------------------------------------------------------------- wiring
+    def _build_cloud_dock(self, detach: bool | None) -> QtWidgets.QWidget:
+        """The 3D view: in a dock under the action panel, or in a top-level window of its own when GL is
+        software-rendered. A GL view anywhere inside the main window makes Qt composite the whole
+        window through GL (and the flag sticks once set), which on llvmpipe drops the display from
+        ~55 to ~13 fps; a separate window keeps the main window raster-painted."""
+        from widgets.cloud_view import software_gl
+        if detach is None:
+            detach = software_gl()
+        if detach:
+            window = QtWidgets.QWidget(None, QtCore.Qt.WindowType.Window)
+            window.setObjectName("cloudWindow")
+            window.setWindowTitle("3D view: MolmoAct steering station")
+            QtWidgets.QVBoxLayout(window).addWidget(self.cloud_view)
+            window.resize(520, 420)
+            return window
+        dock = QtWidgets.QDockWidget("3D view", self)
+        dock.setObjectName("cloudDock")
+        dock.setWidget(self.cloud_view)
+        dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        return dock
+
+    @property
+    def cloud_detached(self) -> bool:
+        return self.cloud_dock.isWindow()
+
+    def showEvent(self, event: QtGui.QShowEvent) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        if self.cloud_detached and not self.cloud_dock.isVisible():
+            geo = self.frameGeometry()                   # at the main window's lower right corner
+            self.cloud_dock.move(geo.right() + 1 - self.cloud_dock.width(),
+                                 geo.bottom() + 1 - self.cloud_dock.height())
+            self.cloud_dock.show()
+
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
         self.status_labels: dict[str, QtWidgets.QLabel] = {}
@@ -299,4 +332,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.shutdown()
         if self.help_dialog is not None:
             self.help_dialog.close()
+        if self.cloud_detached:
+            self.cloud_dock.close()
         super().closeEvent(event)
