@@ -244,8 +244,9 @@ class Session:
         self._arm_state: ArmState | None = None
         self._step_index = 0
         self._epoch = 0                              # bumps when the instruction changes or on reset
+        self._edit_gen = 0                           # bumps on every edit or clear: older re-decodes are stale
         self._watchdog_fired = False
-        self._last_error: tuple[str, str] | None = None
+        self._reported: dict[str, str] = {}          # the frame thread's last error per source (said once)
         self.counters = {"reason": 0, "steer": 0, "superseded": 0, "sent": 0}
 
     # ------------------------------------------------------------------------------ subscriptions
@@ -415,6 +416,7 @@ class Session:
                 return
             self._instruction = text
             self._epoch += 1
+            self._edit_gen += 1
             self._edit = None
             self._pending_step = None
         self._emit(EditEvent(None, True))
@@ -486,9 +488,11 @@ class Session:
                 self._error("session", "nothing to steer yet: run a step first", "warning")
                 return
             self._edit = pts
+            self._edit_gen += 1
+            gen = self._edit_gen
         self._emit(EditEvent(list(pts), final))
         if final:
-            self._after_edit(pts)
+            self._after_edit(pts, gen)
 
     def move_waypoint(self, index: int, x: float, y: float, final: bool = True) -> None:
         self._apply_edit(lambda t: tr.move_point(t, index, x, y), final)
@@ -506,6 +510,7 @@ class Session:
             if self._edit is None:
                 return
             self._edit = None
+            self._edit_gen += 1                      # a re-decode in flight is now stale
             self._steered = None
             r = self._reasoning
             self._pending.pop("steer", None)
@@ -526,10 +531,10 @@ class Session:
             return
         self.edit_trace(new, final)
 
-    def _after_edit(self, pts: list[tr.Point]) -> None:
+    def _after_edit(self, pts: list[tr.Point], gen: int) -> None:
         if self._running and self._run_mode is RunMode.AUTO:
             return                                   # applies from the next closed-loop step
-        self._submit(_Request("steer", list(pts)))
+        self._submit(_Request("steer", (list(pts), gen)))
 
     # arm and safety
     def enable_arm(self) -> None:
@@ -561,14 +566,15 @@ class Session:
             self._next_cycle_at = None
             for kind in ("send", "reason", "arm"):
                 self._pending.pop(kind, None)
-            if self._pending_step is not None:
-                self._pending_step = replace(self._pending_step, status="refused",
-                                             safety=[f"estop: {reason}"])
+            refused, self._pending_step = self._pending_step, None
+            if refused is not None:                  # never sent, and never sendable after a reset
+                refused = replace(refused, status="refused", safety=[f"estop: {reason}"])
+                self._last_step = refused
         if self.arm is not None:
             self._with_motion_lock(self.arm.stop, "stop")
         self._emit(EstopEvent(True, self.guard.estop_reason))
-        if self._pending_step is not None:
-            self._emit(ActionEvent(self._pending_step))
+        if refused is not None:
+            self._emit_step(refused)
         self._emit_arm()
         self._emit_status()
 
@@ -630,14 +636,18 @@ class Session:
 
     def _handle(self, req: _Request) -> None:
         if req.kind == "arm":
-            self.arm.enable()
+            with self._motion:
+                if self.guard.estopped:              # latched after the request was made
+                    self._error("safety", "e-stop is latched: the arm was not enabled", "warning")
+                    return
+                self.arm.enable()
             self._emit_arm()
         elif req.kind == "steer":
             self._handle_steer(req.payload)
         elif req.kind == "send":
             self._handle_send()
         elif req.kind == "reason":
-            self._cycle(send=False)
+            self._cycle(send=False, preview=self._run_mode is RunMode.PREVIEW)
         elif req.kind == "cycle":
             self._handle_cycle()
 
@@ -677,6 +687,13 @@ class Session:
             epoch = self._epoch
             instruction = self._instruction
         frame = self.camera.read(timeout_s=self.config.camera_timeout_s)
+        if self.arm is not None and self._motion.acquire(blocking=False):
+            try:                                     # where the gripper is in the frame the model sees
+                self._arm_state = self.arm.state()
+            except ArmError:
+                pass
+            finally:
+                self._motion.release()
         self._publish_frame(frame)
         obs = Observation([frame.rgb], instruction, unnorm_key=self.config.unnorm_key)
         r = self.policy.reason(obs)
@@ -709,9 +726,13 @@ class Session:
         self._emit(SteerEvent(s))
         return s
 
-    def _handle_steer(self, pts: list[tr.Point]) -> None:
+    def _handle_steer(self, payload: tuple[list[tr.Point], int]) -> None:
+        pts, gen = payload
         with self._lock:
             obs, epoch = self._obs, self._epoch
+            if gen != self._edit_gen:
+                self.counters["superseded"] += 1
+                return                               # edited again or cleared since it was asked for
         if obs is None or self._reasoning is None:
             self._error("session", "nothing to steer yet: run a step first", "warning")
             return
@@ -721,7 +742,7 @@ class Session:
             s = self.policy.steer_visual(obs, pts)
         self.counters["steer"] += 1
         with self._lock:
-            if "steer" in self._pending or epoch != self._epoch:
+            if gen != self._edit_gen or epoch != self._epoch:
                 self.counters["superseded"] += 1
                 return                               # a newer drag or instruction: this one is stale
             self._steered = s
@@ -749,7 +770,7 @@ class Session:
         with self._lock:
             self._pending_step = step if status == "pending" else None
             self._last_step = step
-        self._emit(ActionEvent(step))
+        self._emit_step(step)
         return step
 
     def _adapter_for(self, unnorm_key: str):
@@ -760,7 +781,7 @@ class Session:
 
     def _handle_send(self) -> None:
         step = self._pending_step
-        if step is None:
+        if step is None or step.status != "pending":
             self._error("session", "no action is waiting to be sent", "warning")
             return
         self._send(step)
@@ -771,7 +792,7 @@ class Session:
     def _send(self, step: ActionStep) -> ActionStep:
         if self.arm is None:
             step.status = "no_arm"
-            self._emit(ActionEvent(step))
+            self._emit_step(step)
             return step
         with self._motion:
             state = self.arm.state()
@@ -805,8 +826,13 @@ class Session:
             if self._pending_step is step:
                 self._pending_step = None
             self._last_step = step
-        self._emit(ActionEvent(step))
+        self._emit_step(step)
         self._emit_arm()
+
+    def _emit_step(self, step: ActionStep) -> None:
+        """Subscribers get a snapshot: the worker goes on updating its own step (pending → sent)."""
+        self._emit(ActionEvent(replace(step, trace=list(step.trace), safety=list(step.safety),
+                                       timing_ms=dict(step.timing_ms))))
 
     def _watchdog(self) -> None:
         ev = self.guard.tick()
@@ -877,10 +903,10 @@ class Session:
                 frame = self.camera.read_latest()
                 if frame is not None and frame is not self._frame:
                     self._publish_frame(frame)
-                self._last_error = None
+                self._reported.pop("camera", None)
             except CameraError as e:
-                if self._last_error != ("camera", str(e)):
-                    self._last_error = ("camera", str(e))
+                if self._reported.get("camera") != str(e):
+                    self._reported["camera"] = str(e)
                     self._error("camera", str(e))
             status = getattr(self.camera, "status", None)
             if status != last_status:
@@ -891,9 +917,10 @@ class Session:
                 try:
                     self._arm_state = self.arm.state()
                     self._emit(ArmEvent(self._arm_state, self.arm.enabled))
+                    self._reported.pop("arm", None)
                 except Exception as e:  # noqa: BLE001
-                    if self._last_error != ("arm", str(e)):
-                        self._last_error = ("arm", str(e))
+                    if self._reported.get("arm") != str(e):
+                        self._reported["arm"] = str(e)
                         self._error("arm", f"cannot read the arm state: {e}")
                 finally:
                     self._motion.release()

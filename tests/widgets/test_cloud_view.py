@@ -118,6 +118,17 @@ def test_rebuild_is_throttled_and_keeps_the_newest_frame(qtbot, monkeypatch):
     assert len(built) == 2
 
 
+def test_a_pyopengl_binding_qt_cannot_share_is_reported(monkeypatch):
+    """The simulator binds PyOpenGL to EGL (or OSMesa); Qt's GLX contexts are then invisible to it."""
+    monkeypatch.setattr(cloud_view, "_platform_name", lambda: "xcb")
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "egl")
+    monkeypatch.delenv("QT_XCB_GL_INTEGRATION", raising=False)
+    assert "QT_XCB_GL_INTEGRATION=xcb_egl" in gl_unavailable_reason()
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "osmesa")
+    assert "OSMesa" in gl_unavailable_reason()
+    assert cloud_view.software_gl() is False             # no GL at all is not "software GL"
+
+
 def test_hidden_view_builds_nothing_until_asked(qtbot):
     view = CloudView(min_interval_s=0.0)
     qtbot.addWidget(view)                       # never shown
@@ -127,6 +138,7 @@ def test_hidden_view_builds_nothing_until_asked(qtbot):
 
 
 def test_missing_pyopengl_is_reported_not_raised(qtbot, monkeypatch):
+    monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)     # the simulator may have bound it to EGL
     monkeypatch.setattr(cloud_view, "_platform_name", lambda: "xcb")
     monkeypatch.setattr(cloud_view, "_reason_cache", {})
     for name in ("OpenGL", "OpenGL.GL", "pyqtgraph.opengl"):
@@ -205,7 +217,9 @@ def png_pixels(path: Path) -> np.ndarray:
 
 @pytest.mark.slow
 def test_cloud_renders_under_xvfb(xvfb_display, tmp_path):
-    env = {**os.environ, "DISPLAY": xvfb_display, "QT_QPA_PLATFORM": "xcb",
+    # not the simulator's PyOpenGL binding (EGL) that this test process may carry: Qt renders with GLX here
+    inherited = {k: v for k, v in os.environ.items() if k not in ("PYOPENGL_PLATFORM", "MUJOCO_GL")}
+    env = {**inherited, "DISPLAY": xvfb_display, "QT_QPA_PLATFORM": "xcb",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", RENDER_SCRIPT, str(tmp_path)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
