@@ -245,6 +245,9 @@ class Session:
         self._step_index = 0
         self._epoch = 0                              # bumps when the instruction changes or on reset
         self._edit_gen = 0                           # bumps on every edit or clear: older re-decodes are stale
+        self._run_gen = 0                            # bumps on pause / mode change / e-stop / close: a closed-loop
+                                                     # step already running may no longer send
+        self._cache_obs: Observation | None = None   # the observation the policy's cache (steer_text) holds
         self._watchdog_fired = False
         self._reported: dict[str, str] = {}          # the frame thread's last error per source (said once)
         self.counters = {"reason": 0, "steer": 0, "superseded": 0, "sent": 0}
@@ -285,15 +288,19 @@ class Session:
         self._emit_status()
 
     def close(self, timeout_s: float = 60.0) -> None:
-        """Stop the loops (a model call in flight finishes first), stop the arm, release devices."""
+        """Stop the arm, then the loops (a model call in flight finishes, but sends nothing), then
+        release the devices."""
         with self._cv:
             if self._closed:
                 return
-            self._closing = True
+            self._closing = True                     # _send refuses from here on
             self._running = False
+            self._run_gen += 1
             self._pending.clear()
             self._cv.notify_all()
         self._stop_frames.set()
+        if self.arm is not None:                     # the arm first: a model step in flight may take seconds
+            self._with_motion_lock(self.arm.stop, "stop")
         for t in self._threads:
             t.join(timeout_s)
             if t.is_alive():
@@ -418,6 +425,7 @@ class Session:
             self._epoch += 1
             self._edit_gen += 1
             self._edit = None
+            self._obs = None                         # the reasoning on screen answered the old instruction
             self._pending_step = None
         self._emit(EditEvent(None, True))
         self._emit_status()
@@ -436,10 +444,15 @@ class Session:
             was_auto = self._running and self._run_mode is RunMode.AUTO
             self._run_mode = mode
             self._running = False
+            self._run_gen += 1
             self._next_cycle_at = None
             self._pending.pop("reason", None)
+            self._pending.pop("send", None)
+            dropped = self._drop_pending_step(f"run mode changed to {mode.value}")
         if was_auto:
             self._hold_arm()
+        if dropped is not None:
+            self._emit_step(dropped)
         self._emit_status()
 
     def play(self) -> None:
@@ -460,6 +473,7 @@ class Session:
         with self._cv:
             was_auto = self._running and self._run_mode is RunMode.AUTO
             self._running = False
+            self._run_gen += 1
             self._next_cycle_at = None
         if was_auto:
             self._hold_arm()
@@ -487,11 +501,14 @@ class Session:
             if self._reasoning is None:
                 self._error("session", "nothing to steer yet: run a step first", "warning")
                 return
-            self._edit = pts
-            self._edit_gen += 1
-            gen = self._edit_gen
+            if not final:                            # mid-drag: shown, never decoded or sent
+                gen = None
+            else:
+                self._edit = pts
+                self._edit_gen += 1
+                gen = self._edit_gen
         self._emit(EditEvent(list(pts), final))
-        if final:
+        if gen is not None:
             self._after_edit(pts, gen)
 
     def move_waypoint(self, index: int, x: float, y: float, final: bool = True) -> None:
@@ -517,7 +534,7 @@ class Session:
             waiting = self._pending_step is not None
         self._emit(EditEvent(None, True))
         if r is not None and waiting:               # the action on screen was not sent: show the model's
-            self._publish_step(r, self._obs_frame)
+            self._publish_step(r, self._obs_frame, preview=self._run_mode is RunMode.PREVIEW)
 
     def _apply_edit(self, fn: Callable[[list[tr.Point]], list[tr.Point]], final: bool) -> None:
         base = self.current_trace
@@ -563,13 +580,12 @@ class Session:
         self.guard.estop(reason)
         with self._cv:
             self._running = False
+            self._run_gen += 1
+            self._epoch += 1                         # a model step in flight publishes nothing sendable
             self._next_cycle_at = None
             for kind in ("send", "reason", "arm"):
                 self._pending.pop(kind, None)
-            refused, self._pending_step = self._pending_step, None
-            if refused is not None:                  # never sent, and never sendable after a reset
-                refused = replace(refused, status="refused", safety=[f"estop: {reason}"])
-                self._last_step = refused
+            refused = self._drop_pending_step(f"estop: {reason}")
         if self.arm is not None:
             self._with_motion_lock(self.arm.stop, "stop")
         self._emit(EstopEvent(True, self.guard.estop_reason))
@@ -584,6 +600,7 @@ class Session:
         with self._lock:
             self._watchdog_fired = False
             self._epoch += 1
+            self._pending_step = None
         self._emit(EstopEvent(False, None))
         self._emit_status()
 
@@ -610,19 +627,22 @@ class Session:
     def _worker_main(self) -> None:
         while True:
             with self._cv:
-                req = None
-                while not self._closing:
-                    req = self._next_request()
-                    if req is not None:
-                        break
+                if self._closing:
+                    return
+                req = self._next_request()
+                if req is None:
                     wait = 0.1
                     if self._running and self._next_cycle_at is not None:
                         wait = min(wait, max(0.0, self._next_cycle_at - time.monotonic()))
                     self._cv.wait(wait)
-                    self._watchdog()
-                if self._closing:
-                    return
-                self._busy = True
+                    if self._closing:
+                        return
+                    req = self._next_request()
+                if req is not None:
+                    self._busy = True
+            if req is None:
+                self._watchdog()                     # outside the lock: it may hold the arm (network)
+                continue
             try:
                 self._handle(req)
             except Exception as e:  # noqa: BLE001 - every failure reaches the operator, loop paused
@@ -669,9 +689,10 @@ class Session:
             log.exception("unexpected failure in %s", kind, exc_info=e)
 
     def _handle_cycle(self) -> None:
-        mode = self._run_mode
+        with self._lock:
+            mode, run_gen = self._run_mode, self._run_gen
         started = time.monotonic()
-        self._cycle(send=mode is RunMode.AUTO, preview=mode is RunMode.PREVIEW)
+        self._cycle(send=mode is RunMode.AUTO, preview=mode is RunMode.PREVIEW, run_gen=run_gen)
         with self._cv:
             if not self._running:
                 return
@@ -681,7 +702,7 @@ class Session:
                 self._next_cycle_at = time.monotonic()
             # confirm: the next cycle starts when the operator's go has sent this action
 
-    def _cycle(self, send: bool, preview: bool = False) -> None:
+    def _cycle(self, send: bool, preview: bool = False, run_gen: int | None = None) -> None:
         """Observe → reason → (steer with the operator's edit) → show → (send)."""
         with self._lock:
             epoch = self._epoch
@@ -699,8 +720,10 @@ class Session:
         r = self.policy.reason(obs)
         self.counters["reason"] += 1
         with self._lock:
+            self._cache_obs = obs                    # steer_text resumes from this observation's cache
             if epoch != self._epoch:
-                return                               # the instruction changed meanwhile: outdated
+                self._obs = None                     # the cache moved on: no text steering of the old one
+                return                               # the instruction changed / e-stop meanwhile: outdated
             self._reasoning, self._obs, self._obs_frame, self._steered = r, obs, frame, None
             edit = self._edit
         self._emit(ReasoningEvent(r, frame))
@@ -713,7 +736,15 @@ class Session:
             result = self._steer(obs, pts)
         step = self._publish_step(result, frame, preview=preview)
         if send:
-            self._send(step)
+            with self._lock:                         # paused, mode changed, e-stop or closing meanwhile?
+                still = (run_gen == self._run_gen and self._running and self._run_mode is RunMode.AUTO
+                         and epoch == self._epoch)
+                if not still:
+                    dropped = self._drop_pending_step("the closed loop was stopped during this step")
+            if still:
+                self._send(step)
+            elif dropped is not None:
+                self._emit_step(dropped)
 
     def _steer(self, obs: Observation, pts: list[tr.Point]) -> Reasoning:
         if self._steer_mode == "text":
@@ -735,6 +766,10 @@ class Session:
                 return                               # edited again or cleared since it was asked for
         if obs is None or self._reasoning is None:
             self._error("session", "nothing to steer yet: run a step first", "warning")
+            return
+        if self._steer_mode == "text" and self._cache_obs is not obs:
+            self._error("session", "the model has moved on from the frame on screen: press Step, then steer",
+                        "warning")
             return
         if self._steer_mode == "text":
             s = self.policy.steer_text(pts)
@@ -781,6 +816,9 @@ class Session:
 
     def _handle_send(self) -> None:
         step = self._pending_step
+        if self._run_mode is RunMode.PREVIEW:
+            self._error("session", "preview never moves the arm: switch to step or confirm to send", "warning")
+            return
         if step is None or step.status != "pending":
             self._error("session", "no action is waiting to be sent", "warning")
             return
@@ -795,6 +833,10 @@ class Session:
             self._emit_step(step)
             return step
         with self._motion:
+            if self._closing:
+                step.status, step.safety = "refused", ["the session is closing"]
+                self._finish_send(step)
+                return step
             state = self.arm.state()
             command = self._adapter_for(step.unnorm_key).map(step.action, state.ee_rpy)
             verdict = self.guard.check(command, state)
@@ -828,6 +870,16 @@ class Session:
             self._last_step = step
         self._emit_step(step)
         self._emit_arm()
+
+    def _drop_pending_step(self, why: str) -> ActionStep | None:
+        """The action waiting for Go can no longer be sent (call with the lock held); the refused copy
+        to show, if there was one."""
+        step, self._pending_step = self._pending_step, None
+        if step is None:
+            return None
+        step = replace(step, status="refused", safety=[why])
+        self._last_step = step
+        return step
 
     def _emit_step(self, step: ActionStep) -> None:
         """Subscribers get a snapshot: the worker goes on updating its own step (pending → sent)."""
@@ -889,6 +941,8 @@ class Session:
 
     def _publish_frame(self, frame: Frame) -> None:
         with self._lock:
+            if frame is self._frame:
+                return                               # the worker and the frame thread saw the same frame
             self._frame = frame
         self._emit(FrameEvent(frame, self._ee_pixel(frame)))
 

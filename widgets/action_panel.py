@@ -487,7 +487,9 @@ class ActionPanel(QtWidgets.QWidget):
                 return "sent, clipped on " + ", ".join(DIM_NAMES[i] for i in clipped if i < N_DIMS)
             return "sent as commanded"
         why = _STATUS_WHY.get(s.status, f"status {s.status}: nothing sent")
-        if s.status in ("refused", "failed") and s.safety:
+        if s.status == "failed" and any(r.startswith("arm:") for r in s.safety):
+            why += f" ({[r for r in s.safety if r.startswith('arm:')][-1]})"     # the arm's own error
+        elif s.status in ("refused", "failed") and s.safety:
             why += f" ({s.safety[0]})"
         elif s.command is None and any(r.startswith("adapter:") for r in s.safety):
             why += "; no command: " + next(r for r in s.safety if r.startswith("adapter:"))

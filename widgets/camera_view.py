@@ -44,6 +44,10 @@ class CameraView(pg.GraphicsLayoutWidget):
             item.setZValue(z)
             self.vb.addItem(item)
         self.caption.setPos(4, 4)
+        self.signal = pg.TextItem(color=(255, 255, 255), fill=pg.mkBrush(180, 0, 0, 200), anchor=(0, 1))
+        self.signal.setZValue(6)
+        self.signal.setVisible(False)
+        self.vb.addItem(self.signal)
         self._size = (0, 0)
         self._overlay_source: str = "off"
         self.edit_trace.sigDragging.connect(lambda i, x, y: self._moved(i, x, y, False))
@@ -89,6 +93,13 @@ class CameraView(pg.GraphicsLayoutWidget):
 
     def set_caption(self, text: str) -> None:
         self.caption.setText(text)
+
+    def set_signal(self, warning: str | None) -> None:
+        """A banner over a frame that is no longer live (camera ended, reconnecting, failed)."""
+        self.signal.setVisible(bool(warning))
+        if warning:
+            self.signal.setText(warning)
+            self.signal.setPos(4, max(1, self._size[1]) - 4)
 
     # ---------------------------------------------------------------------------- operator out
     def to_model(self, x: float, y: float) -> tuple[int, int]:

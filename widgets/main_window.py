@@ -20,6 +20,9 @@ from widgets.controls import OVERLAYS, ControlsBar
 from widgets.depth_view import DepthView
 
 
+ERROR_HOLD_S = 10.0
+
+
 class _EstopFilter(QtCore.QObject):
     """Application-wide: Esc reaches the e-stop whatever has focus (a text box, a combo, a dialog)."""
 
@@ -118,9 +121,16 @@ class MainWindow(QtWidgets.QMainWindow):
     def showEvent(self, event: QtGui.QShowEvent) -> None:  # noqa: N802 - Qt's name
         super().showEvent(event)
         if self.cloud_detached and not self.cloud_dock.isVisible():
-            geo = self.frameGeometry()                   # at the main window's lower right corner
-            self.cloud_dock.move(geo.right() + 1 - self.cloud_dock.width(),
-                                 geo.bottom() + 1 - self.cloud_dock.height())
+            geo = self.frameGeometry()
+            screen = self.screen().availableGeometry() if self.screen() is not None else None
+            w = self.cloud_dock.width()
+            if screen is not None and geo.right() + w < screen.right():
+                self.cloud_dock.move(geo.right() + 1, geo.top())      # beside the main window
+            else:                                   # over the depth pair, clear of the controls,
+                depth = self.depth_view.mapToGlobal(QtCore.QPoint(0, 0))   # action panel and status bar
+                self.cloud_dock.resize(min(w, self.depth_view.width()),
+                                       min(self.cloud_dock.height(), self.depth_view.height()))
+                self.cloud_dock.move(depth)
             self.cloud_dock.show()
 
     def _build_status_bar(self) -> None:
@@ -133,6 +143,8 @@ class MainWindow(QtWidgets.QMainWindow):
             bar.addPermanentWidget(label)
         self.message = QtWidgets.QLabel("")
         self.message.setObjectName("statusMessage")
+        self._messages: collections.deque[str] = collections.deque(maxlen=30)
+        self._message_rank, self._message_at = 0, 0.0
         bar.addWidget(self.message, 1)
         self._fps_timer = QtCore.QTimer(self)
         self._fps_timer.timeout.connect(self._show_fps)
@@ -274,6 +286,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_status_snapshot(self, st) -> None:
         self.controls.show_status(st.run_mode.value, st.running, st.steer_mode, st.instruction)
         self.status_labels["camera"].setText(f"camera {st.camera}")
+        live = st.camera.endswith(": streaming")
+        self.camera_view.set_signal(None if live else f"NO LIVE SIGNAL ({st.camera}): last frame shown")
         self.status_labels["arm"].setText(st.arm)
         self.status_labels["model"].setText(f"model {st.model} on {st.device.upper()}")
         self.status_labels["mode"].setText(f"{st.run_mode.value}{' ▶' if st.running else ''}"
@@ -311,9 +325,19 @@ class MainWindow(QtWidgets.QMainWindow):
         self.status_labels["fps"].setText(f"display {self.display_fps():.0f} fps")
 
     def _message(self, text: str, level: str = "info") -> None:
+        """An error stays on screen at least ERROR_HOLD_S; lesser news does not push it away. Every
+        message goes into the tooltip's history (newest first)."""
+        now = time.monotonic()
+        self._messages.appendleft(f"{time.strftime('%H:%M:%S')} [{level}] {text}")
+        self.message.setToolTip("\n".join(self._messages))
+        rank = {"error": 2, "warning": 1}.get(level, 0)
+        if rank < self._message_rank and now - self._message_at < ERROR_HOLD_S:
+            return
         colour = {"error": "#c00000", "warning": "#a06000"}.get(level, "")
-        self.message.setStyleSheet(f"color: {colour};" if colour else "")
+        self.message.setStyleSheet(f"color: {colour}; font-weight: bold;" if level == "error" else
+                                   (f"color: {colour};" if colour else ""))
         self.message.setText(text)
+        self._message_rank, self._message_at = rank, now
 
     # ---------------------------------------------------------------------------- shutdown
     def shutdown(self) -> None:

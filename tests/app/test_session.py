@@ -307,7 +307,7 @@ def test_drag_redecodes_only_when_final(make):
     assert s.counters["steer"] == n_steer
     assert ev.of(SteerEvent, m) == []
     assert [(e.trace, e.final) for e in ev.of(EditEvent, m)] == [([(200, 40)] + base[1:], False)]
-    assert s.edited_trace == [(200, 40)] + base[1:]
+    assert s.edited_trace is None                                # mid-drag: shown, not committed
     assert s.steered is None and s.pending_step.mode == "reason"
 
     m = ev.mark()
@@ -606,9 +606,12 @@ def test_estop_does_not_wait_for_the_model(make):
     assert s.estopped and not s.arm.enabled
     policy.gate.set()
     idle(s)
+    assert s.pending_step is None                                # the step in flight was dropped
+    m = ev.mark()
     s.go()
     idle(s)
-    assert s.last_step.status == "refused" and s.counters["sent"] == 0
+    assert s.counters["sent"] == 0 and "sent" not in ev.statuses(m)
+    assert [e.level for e in ev.errors("session", since=m)] == ["warning"]   # nothing is waiting
 
 
 # ------------------------------------------------------------------------------------- 6. auto
@@ -967,3 +970,115 @@ def test_session_config_validation():
     with pytest.raises(ValueError):
         SessionConfig(run_mode="turbo")
     assert SessionConfig(run_mode="auto").run_mode is RunMode.AUTO
+
+
+# ------------------------------------------------------------------------------------- review findings
+
+@pytest.mark.parametrize("stop", ["pause", "preview", "estop"])
+def test_stopping_auto_mid_step_sends_nothing_more(make, stop):
+    """The step running when the operator pauses / switches mode / e-stops must not move the arm."""
+    policy = FakePolicy()
+    s, ev = make(policy=policy, auto_rate_hz=50.0)
+    s.set_run_mode("auto")
+    s.enable_arm()
+    idle(s)
+    policy.gate.clear()
+    s.play()
+    policy.wait_entered()                                        # the loop is inside reason()
+    {"pause": s.pause, "preview": lambda: s.set_run_mode("preview"), "estop": s.estop}[stop]()
+    m = ev.mark()
+    policy.gate.set()
+    idle(s)
+    time.sleep(0.1)
+    assert s.counters["sent"] == 0 and "sent" not in ev.statuses(m)
+    assert s.pending_step is None
+
+
+def test_close_during_auto_stops_the_arm_first_and_sends_nothing(make):
+    policy = FakePolicy()
+    s, ev = make(policy=policy, auto_rate_hz=50.0)
+    s.set_run_mode("auto")
+    s.enable_arm()
+    idle(s)
+    calls = []
+    s.arm.send_action = lambda a, _orig=s.arm.send_action: calls.append(a) or _orig(a)
+    stopped_at = []
+    s.arm.stop = lambda _orig=s.arm.stop: stopped_at.append(len(policy.calls)) or _orig()
+    policy.gate.clear()
+    s.play()
+    policy.wait_entered()
+    threading.Timer(0.3, policy.gate.set).start()                # the model finishes while close() waits
+    s.close(timeout_s=20)
+    assert calls == []                                            # nothing reached the arm after close
+    assert stopped_at and stopped_at[0] == 1                      # stopped while the model was still running
+    assert s.threads_alive == []
+
+
+def test_a_step_left_from_step_mode_cannot_be_sent_in_preview(make):
+    s, ev = make(policy="fake")
+    s.enable_arm()
+    s.step()
+    idle(s)
+    assert s.pending_step is not None
+    s.set_run_mode("preview")
+    assert s.pending_step is None and s.last_step.status == "refused"
+    m = ev.mark()
+    s.go()
+    idle(s)
+    assert s.counters["sent"] == 0 and "sent" not in ev.statuses(m)
+
+
+def test_a_step_computed_during_an_estop_is_not_sent_after_reset(make):
+    policy = FakePolicy()
+    s, ev = make(policy=policy)
+    s.enable_arm()
+    idle(s)
+    policy.gate.clear()
+    s.step()
+    policy.wait_entered()
+    s.estop()
+    policy.gate.set()
+    idle(s)
+    s.reset()
+    s.enable_arm()
+    idle(s)
+    assert s.arm.enabled
+    s.go()
+    idle(s)
+    assert s.counters["sent"] == 0
+
+
+def test_a_drag_in_progress_never_steers_the_closed_loop(make):
+    policy = FakePolicy(reason_trace=[(40, 50), (90, 120)])
+    s, ev = make(policy=policy, auto_rate_hz=50.0)
+    s.step()
+    idle(s)
+    s.move_waypoint(1, 222, 33, final=False)                     # the button is still down
+    s.set_run_mode("auto")
+    s.play()
+    until(lambda: s.counters["reason"] >= 4, what="a few closed-loop steps")
+    s.pause()
+    idle(s)
+    assert [k for k in policy.kinds() if k.startswith("steer")] == []
+    assert all((222, 33) not in (arg or []) for _, arg in policy.calls if isinstance(arg, list))
+
+
+def test_text_steer_of_a_frame_the_model_has_moved_on_from_is_refused(make):
+    """A step dropped mid-flight (instruction changed) leaves the model's cache on a frame the operator
+    never saw: a text steer must not decode from it."""
+    policy = FakePolicy()
+    s, ev = make(policy=policy)
+    s.step()
+    idle(s)
+    policy.wait_entered()                                        # consume the first step's entry
+    policy.gate.clear()
+    s.step()
+    policy.wait_entered()                                        # the second step is inside reason()
+    s.set_instruction("pick up the blue block")
+    policy.gate.set()
+    idle(s)
+    m = ev.mark()
+    s.move_waypoint(0, 10, 10, final=True)
+    idle(s)
+    assert ev.of(SteerEvent, m) == [] and s.pending_step is None
+    assert ev.errors("session", "warning", since=m)

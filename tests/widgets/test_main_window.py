@@ -120,16 +120,21 @@ def test_escape_latches_the_estop_from_a_text_field_and_blocks_sending(qtbot, wi
     QTest.keyClick(win.controls.instruction, QtCore.Qt.Key.Key_Escape)
     assert s.estopped and not s.arm.enabled
     assert "LATCHED" in win.controls.estop.text()
+    assert s.last_step.status == "refused" and any("estop" in r for r in s.last_step.safety)
+    s.enable_arm()                                       # refused while latched
+    assert s.wait_idle(5) and not s.arm.enabled
+    # Even an arm enabled behind the session's back gets nothing: the latched guard refuses the send.
+    s.arm.enable()
     calls = []
     original = s.arm.send_action
     s.arm.send_action = lambda a: calls.append(a) or original(a)
+    win.step()
+    qtbot.waitUntil(lambda: s.wait_idle(0.01) and s.pending_step is not None, timeout=20000)
     win.go()
     assert s.wait_idle(20)
-    assert calls == []                                   # nothing reached the arm
-    assert s.last_step.status == "refused" and any("estop" in r for r in s.last_step.safety)
+    assert calls == []                                   # send_action was never called
+    assert s.last_step.status == "refused" and any(r.startswith("estop") for r in s.last_step.safety)
     np.testing.assert_allclose(s.arm.state().joint_positions, joints, atol=1e-3)
-    s.enable_arm()                                       # refused while latched
-    assert s.wait_idle(5) and not s.arm.enabled
 
 
 def test_help_dialog_lists_every_shortcut(qtbot, window):
