@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
@@ -102,6 +102,8 @@ def fit_bradley_terry(wins: np.ndarray, prior_games: float = 1.0, tol: float = 1
     """MAP strengths θ (natural log odds, shape [..., k]) from win counts ``wins[..., i, j]`` (i over j,
     ties already split in halves). Batched over leading axes (the bootstrap replicates)."""
     wins = np.asarray(wins, dtype=np.float64)
+    if prior_games < 0:
+        raise ValueError("prior_games must be >= 0")
     k = wins.shape[-1]
     games = wins + np.swapaxes(wins, -1, -2)
     won = wins.sum(-1)
@@ -112,7 +114,11 @@ def fit_bradley_terry(wins: np.ndarray, prior_games: float = 1.0, tol: float = 1
         p0 = 1.0 / (1.0 + np.exp(-theta))                                         # against the anchor
         grad = won - (games * p).sum(-1) + prior_games * (0.5 - p0)
         c = games * p * (1.0 - p)
-        neg_h = eye * (c.sum(-1) + prior_games * p0 * (1.0 - p0))[..., None] - c  # −Hessian, positive definite
+        neg_h = eye * (c.sum(-1) + prior_games * p0 * (1.0 - p0))[..., None] - c  # −Hessian, pos. definite
+        if prior_games == 0:
+            # θ is then defined up to a constant: the gradient sums to zero, and adding J/k (J = all ones)
+            # fixes the mean at 0 without changing the step (needs a connected comparison graph)
+            neg_h = neg_h + 1.0 / k
         step = np.linalg.solve(neg_h, grad[..., None])[..., 0]
         step = np.clip(step, -2.0, 2.0)            # a trust region: Newton may overshoot on lopsided data
         theta = theta + step

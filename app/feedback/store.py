@@ -36,7 +36,7 @@ SCHEMA_VERSION = 2
 APPLICATION_ID = 0x4D414654            # "MAFT": MolmoAct feedback; in the header so a foreign file is refused
 SQLITE_MAGIC = b"SQLite format 3\x00"
 IMAGE_FORMAT = "png"
-PNG_COMPRESSION = 3                     # 0..9; lossless at every level
+PNG_COMPRESSION = 1                     # 0..9, all lossless; 1: ~18 ms per 640x480 frame (3: ~30 ms, 2 % smaller)
 PAGE_ROWS = 64                          # rows fetched per query while iterating (no lock held between pages)
 QUICK_CHECK_MAX_BYTES = 256 << 20       # opening for writing runs PRAGMA quick_check below this size (~0.1 s)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from app.feedback import records
-from app.feedback.records import Candidate, Comparison, Outcome, Rating, RecordError
+from app.feedback.records import Candidate, Comparison, Outcome, RecordError
 
 from .factories import candidate, comparison, image, rating
 
