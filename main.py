@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="x,y,z metres in the arm's base frame; required to enable a real arm")
     p.add_argument("--safety.workspace_max", dest="workspace_max", default=None)
     p.add_argument("--sim.task", dest="sim_task", default=None)
+    p.add_argument("--feedback.path", dest="feedback_path", default=None,
+                   help="the preference store (SQLite); default ~/.local/share/molmoact-station/feedback.sqlite")
+    p.add_argument("--feedback.operator", dest="operator", default="operator", help="who answers (stored)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-mode", dest="run_mode", choices=["step", "preview", "confirm", "auto"], default="step",
                    help="the window's starting run mode")
@@ -60,14 +63,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def station_config(args: argparse.Namespace):
-    from app.config import ArmConfig, CameraConfig, ModelConfig, SimTaskConfig, StationConfig
+    from app.config import (ArmConfig, CameraConfig, FeedbackConfig, ModelConfig, SimTaskConfig,
+                            StationConfig)
     arm_type = args.arm_type or ("sim" if args.camera_type == "sim" else "none")
     return StationConfig(
         camera=CameraConfig(type=args.camera_type, serial=args.camera_serial, path=args.camera_path,
                             width=args.camera_width, height=args.camera_height, fps=args.camera_fps),
         arm=ArmConfig(type=arm_type, host=args.arm_host, enable=args.arm_enable),
         sim=SimTaskConfig(task=args.sim_task, seed=args.seed),
-        model=ModelConfig(path=args.model_path, device=args.model_device, unnorm_key=args.unnorm_key))
+        model=ModelConfig(path=args.model_path, device=args.model_device, unnorm_key=args.unnorm_key),
+        feedback=FeedbackConfig(**({"path": args.feedback_path} if args.feedback_path else {}),
+                                operator=args.operator))
 
 
 def parse_xyz(text: str, flag: str) -> tuple[float, float, float]:

@@ -60,12 +60,26 @@ class ModelConfig:
             raise ValueError(f"--model.device={self.device!r}: use cpu or cuda[:N]")
 
 
+def default_data_dir() -> Path:
+    """Where the station keeps the operator's data (XDG: ``$XDG_DATA_HOME/molmoact-station``)."""
+    import os
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "molmoact-station"
+
+
+@dataclass
+class FeedbackConfig:
+    path: str = field(default_factory=lambda: str(default_data_dir() / "feedback.sqlite"))
+    operator: str = "operator"
+
+
 @dataclass
 class StationConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
     arm: ArmConfig = field(default_factory=ArmConfig)
     sim: SimTaskConfig = field(default_factory=SimTaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
 
     def __post_init__(self) -> None:
         if self.arm.type == "sim" and self.camera.type != "sim":

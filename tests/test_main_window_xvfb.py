@@ -36,7 +36,8 @@ def estop_red_pixels(rgb: np.ndarray) -> int:
 def test_main_opens_a_window_that_is_not_blank(xvfb_display, tmp_path):
     if shutil.which("import") is None:
         pytest.skip("ImageMagick's `import` is not on PATH (scripts/install.sh installs it)")
-    env = {**os.environ, "DISPLAY": xvfb_display, "QT_QPA_PLATFORM": "xcb"}
+    env = {**os.environ, "DISPLAY": xvfb_display, "QT_QPA_PLATFORM": "xcb",
+           "XDG_DATA_HOME": str(tmp_path / "data")}          # the feedback store goes here, not in ~
     log = (tmp_path / "main.log").open("w")
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py")], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)

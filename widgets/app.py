@@ -47,7 +47,8 @@ def run(station: StationConfig, session_cfg: SessionConfig, safety: SafetyConfig
     except StationError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    window = MainWindow(session)
+    window = MainWindow(session, feedback_path=station.feedback.path)
+    window.preference_panel.operator.setText(station.feedback.operator)
     window.show()
     session.start()
 

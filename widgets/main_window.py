@@ -18,6 +18,7 @@ from widgets.camera_view import CameraView
 from widgets.cloud_view import CloudView
 from widgets.controls import OVERLAYS, ControlsBar
 from widgets.depth_view import DepthView
+from widgets.preference_panel import PreferencePanel
 
 
 ERROR_HOLD_S = 10.0
@@ -40,9 +41,17 @@ class _EstopFilter(QtCore.QObject):
         return False
 
 
+class _FeedbackSignals(QtCore.QObject):
+    """The feedback writer's callbacks (its own thread) → the UI thread."""
+    done = QtCore.Signal(str, object, object)       # kind, record id, error message
+    board = QtCore.Signal(object)                   # Leaderboard
+
+
 class MainWindow(QtWidgets.QMainWindow):
-    def __init__(self, session: Session, parent=None, detach_3d: bool | None = None) -> None:
-        """``detach_3d``: show the 3D view in its own window (default: when GL is software-rendered)."""
+    def __init__(self, session: Session, parent=None, detach_3d: bool | None = None,
+                 feedback_path: str | None = None) -> None:
+        """``detach_3d``: show the 3D view in its own window (default: when GL is software-rendered).
+        ``feedback_path``: the preference store (SQLite); None turns the feedback panel off."""
         super().__init__(parent)
         self.session = session
         self.setWindowTitle("MolmoAct steering station")
@@ -79,6 +88,18 @@ class MainWindow(QtWidgets.QMainWindow):
         layout.addWidget(body, 1)
         self.setCentralWidget(central)
         self.cloud_dock = self._build_cloud_dock(detach_3d)
+        self.preference_panel = PreferencePanel()
+        self.feedback_dock = QtWidgets.QDockWidget("Feedback", self)
+        self.feedback_dock.setObjectName("feedbackDock")
+        self.feedback_dock.setWidget(self.preference_panel)
+        self.feedback_dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, self.feedback_dock)
+        if not self.cloud_detached:
+            self.tabifyDockWidget(self.cloud_dock, self.feedback_dock)
+            self.cloud_dock.raise_()
+        self._feedback_signals = _FeedbackSignals(self)
+        self.feedback = None
+        self._open_feedback(feedback_path)
         self._build_status_bar()
         self.help_dialog: shortcuts.HelpDialog | None = None
         self._shortcuts = shortcuts.bind(self)
@@ -92,6 +113,83 @@ class MainWindow(QtWidgets.QMainWindow):
         self._on_status_snapshot(st)
 
     # ---------------------------------------------------------------------------- wiring
+    def _open_feedback(self, path: str | None) -> None:
+        from app.feedback.collect import FeedbackWriter
+        sig = self._feedback_signals
+        sig.done.connect(self._feedback_done)
+        sig.board.connect(self.preference_panel.show_board)
+        p = self.preference_panel
+        p.compareRequested.connect(self.compare_pair)
+        p.answered.connect(self._answer)
+        p.ratingSubmitted.connect(self._rate)
+        if path is None:
+            p.show_message("feedback is off (no store configured: --feedback.path)")
+            return
+        self.feedback = FeedbackWriter(path, lambda k, i, e: sig.done.emit(k, i, e), sig.board.emit)
+        if self.feedback.error is None:
+            p.show_message(f"feedback store: {path}")
+
+    def _feedback_done(self, kind: str, record_id, error) -> None:
+        if error is not None:
+            self.preference_panel.show_message(f"not saved: {error}", error=True)
+            self._message(f"[feedback] {error}", "error")
+            return
+        self.preference_panel.show_message(f"saved {kind} #{record_id}")
+        if kind == "rating":
+            self.preference_panel.rating_saved()
+
+    def _answer(self, value: str, comment: str) -> None:
+        from app.feedback.collect import comparison
+        from app.feedback.records import RecordError
+        if self.feedback is None or self.preference_panel.proposal is None:
+            self.preference_panel.show_message("feedback is off: nothing was saved", error=True)
+            return
+        try:
+            record = comparison(self.preference_panel.proposal, value, self.preference_panel.operator.text(),
+                                comment)
+        except RecordError as e:
+            self.preference_panel.show_message(str(e), error=True)
+            return
+        self.feedback.submit(record)
+
+    def _rate(self, depth, trace, action, note: str) -> None:
+        from app.feedback.collect import NothingToJudge, rating_subject
+        from app.feedback.records import Rating, RecordError
+        if self.feedback is None:
+            self.preference_panel.show_message("feedback is off: nothing was saved", error=True)
+            return
+        try:
+            image, instruction, key, cand = rating_subject(self.session, self.session.config.model_name or "model")
+            record = Rating(image=image, instruction=instruction, unnorm_key=key, candidate=cand,
+                            operator=self.preference_panel.operator.text() or "operator", depth_score=depth,
+                            trace_score=trace, action_score=action, note=note)
+        except (NothingToJudge, RecordError) as e:
+            self.preference_panel.show_message(str(e), error=True)
+            return
+        self.feedback.submit(record)
+
+    def compare_pair(self) -> None:
+        from app.feedback.collect import NothingToJudge, propose_model_vs_edit
+        try:
+            p = propose_model_vs_edit(self.session, self.session.config.model_name or "model")
+        except NothingToJudge as e:
+            self.preference_panel.show_message(str(e), error=True)
+            return
+        self.feedback_dock.raise_()
+        self.preference_panel.show_proposal(p)
+
+    def prefer_a(self) -> None:
+        self.preference_panel.answer("A")
+
+    def prefer_b(self) -> None:
+        self.preference_panel.answer("B")
+
+    def prefer_tie(self) -> None:
+        self.preference_panel.answer("tie")
+
+    def prefer_both_bad(self) -> None:
+        self.preference_panel.answer("both_bad")
+
     def _build_cloud_dock(self, detach: bool | None) -> QtWidgets.QWidget:
         """The 3D view: in a dock under the action panel, or in a top-level window of its own when GL is
         software-rendered. A GL view anywhere inside the main window makes Qt composite the whole
@@ -120,6 +218,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def showEvent(self, event: QtGui.QShowEvent) -> None:  # noqa: N802 - Qt's name
         super().showEvent(event)
+        self.camera_view.setFocus()                      # single-key shortcuts work at once, not typed away
         if self.cloud_detached and not self.cloud_dock.isVisible():
             geo = self.frameGeometry()
             screen = self.screen().availableGeometry() if self.screen() is not None else None
@@ -162,6 +261,7 @@ class MainWindow(QtWidgets.QMainWindow):
         b.error.connect(self._on_error)
         b.status.connect(lambda ev: self._on_status_snapshot(ev.status))
         c.instructionSubmitted.connect(s.set_instruction)
+        c.instructionSubmitted.connect(lambda _: self.camera_view.setFocus())
         c.runModeChanged.connect(s.set_run_mode)
         c.steerModeChanged.connect(s.set_steer_mode)
         c.playClicked.connect(self.toggle_play)
@@ -351,6 +451,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._fps_timer.stop()
         self.bridge.detach()
         self.session.close()
+        if self.feedback is not None:
+            self.feedback.close()
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt's name
         self.shutdown()

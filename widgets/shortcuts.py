@@ -28,6 +28,11 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("T", "toggle_steer", "Steering mode: text <-> visual"),
     Shortcut("C", "clear_edit", "Clear the operator's edit (back to the model's trace)"),
     Shortcut("O", "cycle_overlay", "Depth overlay on the camera view: off -> model -> sensor"),
+    Shortcut("K", "compare_pair", "Feedback: compare the model's trace (A) with your edit (B)"),
+    Shortcut("A", "prefer_a", "Feedback: A is better"),
+    Shortcut("B", "prefer_b", "Feedback: B is better"),
+    Shortcut("=", "prefer_tie", "Feedback: tie"),
+    Shortcut("X", "prefer_both_bad", "Feedback: both bad"),
     Shortcut("F1", "show_help", "This table"),
     Shortcut("Ctrl+Q", "close", "Quit (stops the arm first)"),
 )
