@@ -52,6 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--feedback.path", dest="feedback_path", default=None,
                    help="the preference store (SQLite); default ~/.local/share/molmoact-station/feedback.sqlite")
     p.add_argument("--feedback.operator", dest="operator", default="operator", help="who answers (stored)")
+    p.add_argument("--record", default=None, metavar="DIR",
+                   help="record every step as LeRobot v3 episodes in DIR (continues an existing dataset)")
+    p.add_argument("--record.fps", dest="record_fps", type=int, default=10,
+                   help="the dataset's nominal fps (real times are in step.elapsed)")
+    p.add_argument("--replay", default=None, metavar="DIR", help="open a recorded dataset in the replay view")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-mode", dest="run_mode", choices=["step", "preview", "confirm", "auto"], default="step",
                    help="the window's starting run mode")
@@ -131,6 +136,10 @@ def run_headless(args: argparse.Namespace) -> int:
         return 2
     errors: list[ErrorEvent] = []
     session.subscribe(lambda ev: errors.append(ev) if isinstance(ev, ErrorEvent) else None)
+    recorder = None
+    if args.record:
+        from app.recording.session_recorder import SessionRecorder
+        recorder = SessionRecorder(session, args.record, fps=args.record_fps)
     session.start(frames=False)
     step_no = 0
 
@@ -180,6 +189,11 @@ def run_headless(args: argparse.Namespace) -> int:
         return 2
     finally:
         session.close()
+        if recorder is not None:
+            recorder.close()
+    if recorder is not None and recorder.error:
+        print(f"error: {recorder.error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -191,7 +205,7 @@ def run_window(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from widgets.app import run
-    return run(cfg, session_config(args, args.run_mode), safety)
+    return run(cfg, session_config(args, args.run_mode), safety, record_dir=args.record, record_fps=args.record_fps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +217,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.headless:
         return run_headless(args)
+    if args.replay:
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                or os.environ.get("QT_QPA_PLATFORM") in ("offscreen", "vnc")):
+            print("no display: the replay view needs one", file=sys.stderr)
+            return 2
+        from widgets.replay_view import run
+        return run(args.replay)
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
             or os.environ.get("QT_QPA_PLATFORM") in ("offscreen", "vnc")):
         print("no display: the operator window needs one; use --headless", file=sys.stderr)

@@ -113,3 +113,27 @@ def test_headless_cli_prints_five_json_lines_as_design_md_says():
         assert all(0 <= v <= 255 for p in rec["trace"] for v in p) and rec["depth_codes"] == 100
         assert len(rec["action"]) == 7 and rec["sent"] is None        # the arm was not enabled
         assert rec["timing_ms"]["reason"] > 0 and rec["timing_ms"]["steer"] > 0
+
+
+def test_headless_record_writes_a_lerobot_episode(capsys, tmp_path):
+    from app.recording.reader import EpisodeReader
+    root = tmp_path / "ds"
+    assert main.main(["--headless", "--steps", "2", "--arm.enable", "--record", str(root)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    info = json.loads((root / "meta" / "info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 1 and info["total_frames"] == 2
+    reader = EpisodeReader(root)
+    for i, line in enumerate(lines):
+        rec, f = json.loads(line), reader.frame(0, i)
+        assert f.sent and [round(float(v), 6) for v in f.action] == rec["sent"]     # what the arm got
+        assert [list(p) for p in f.trace] == rec["trace"] and f.mode == rec["mode"]
+    reader.close()
+
+
+def test_headless_record_into_a_bad_root_exits_2(capsys, tmp_path):
+    bad = tmp_path / "ds"
+    (bad / "meta").mkdir(parents=True)
+    (bad / "meta" / "info.json").write_text("{not json")
+    assert main.main(["--headless", "--steps", "1", "--record", str(bad)]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert (bad / "meta" / "info.json").read_text() == "{not json"

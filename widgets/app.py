@@ -30,7 +30,8 @@ def configure_pyqtgraph() -> None:
     pg.setConfigOptions(imageAxisOrder="row-major", mouseRateLimit=-1, antialias=False)
 
 
-def run(station: StationConfig, session_cfg: SessionConfig, safety: SafetyConfig | None = None) -> int:
+def run(station: StationConfig, session_cfg: SessionConfig, safety: SafetyConfig | None = None,
+        record_dir: str | None = None, record_fps: int = 10) -> int:
     from PySide6 import QtCore, QtWidgets
 
     from app.station import StationError, open_session
@@ -47,7 +48,7 @@ def run(station: StationConfig, session_cfg: SessionConfig, safety: SafetyConfig
     except StationError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    window = MainWindow(session, feedback_path=station.feedback.path)
+    window = MainWindow(session, feedback_path=station.feedback.path, record_dir=record_dir, record_fps=record_fps)
     window.preference_panel.operator.setText(station.feedback.operator)
     window.show()
     session.start()

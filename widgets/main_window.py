@@ -45,13 +45,15 @@ class _FeedbackSignals(QtCore.QObject):
     """The feedback writer's callbacks (its own thread) → the UI thread."""
     done = QtCore.Signal(str, object, object)       # kind, record id, error message
     board = QtCore.Signal(object)                   # Leaderboard
+    recorder = QtCore.Signal(object)                # RecorderStatus
 
 
 class MainWindow(QtWidgets.QMainWindow):
     def __init__(self, session: Session, parent=None, detach_3d: bool | None = None,
-                 feedback_path: str | None = None) -> None:
+                 feedback_path: str | None = None, record_dir: str | None = None, record_fps: int = 10) -> None:
         """``detach_3d``: show the 3D view in its own window (default: when GL is software-rendered).
-        ``feedback_path``: the preference store (SQLite); None turns the feedback panel off."""
+        ``feedback_path``: the preference store (SQLite); None turns the feedback panel off.
+        ``record_dir``: record every step as LeRobot episodes there (→ save, ← re-record, Esc stops)."""
         super().__init__(parent)
         self.session = session
         self.setWindowTitle("MolmoAct steering station")
@@ -100,6 +102,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self._feedback_signals = _FeedbackSignals(self)
         self.feedback = None
         self._open_feedback(feedback_path)
+        self.recorder = None
+        if record_dir is not None:
+            from app.recording.session_recorder import SessionRecorder
+            self._feedback_signals.recorder.connect(self._on_recorder)
+            self.recorder = SessionRecorder(session, record_dir, fps=record_fps,
+                                            on_status=self._feedback_signals.recorder.emit)
         self._build_status_bar()
         self.help_dialog: shortcuts.HelpDialog | None = None
         self._shortcuts = shortcuts.bind(self)
@@ -235,7 +243,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
         self.status_labels: dict[str, QtWidgets.QLabel] = {}
-        for key in ("camera", "arm", "model", "fps", "reason", "steer", "mode", "estop"):
+        for key in ("rec", "camera", "arm", "model", "fps", "reason", "steer", "mode", "estop"):
             label = QtWidgets.QLabel("")
             label.setObjectName(f"status_{key}")
             self.status_labels[key] = label
@@ -245,6 +253,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._messages: collections.deque[str] = collections.deque(maxlen=30)
         self._message_rank, self._message_at = 0, 0.0
         bar.addWidget(self.message, 1)
+        self.status_labels["rec"].setText("REC ready" if self.recorder is not None else "")
         self._fps_timer = QtCore.QTimer(self)
         self._fps_timer.timeout.connect(self._show_fps)
         self._fps_timer.start(500)
@@ -283,6 +292,26 @@ class MainWindow(QtWidgets.QMainWindow):
     def estop(self) -> None:
         self.session.estop("operator pressed e-stop")
         self.controls.estop.set_latched(True)      # at once, not when the event comes back
+        if self.recorder is not None:               # lerobot's Esc: the episode stops (and is kept)
+            self.recorder.save()
+
+    def save_episode(self) -> None:
+        if self.recorder is not None:
+            self.recorder.save()
+
+    def rerecord_episode(self) -> None:
+        if self.recorder is not None:
+            self.recorder.discard()
+
+    def _on_recorder(self, st) -> None:
+        text = (f"REC ep {st.episode_index}: {st.frames} frames" if st.recording else "REC ready") + \
+            f" · {st.saved_episodes} saved"
+        self.status_labels["rec"].setText(text)
+        self.status_labels["rec"].setStyleSheet("color: white; background: #b00000;" if st.recording else "")
+        if st.error:
+            self._message(f"[recording] {st.message}", "error")
+        elif st.message:
+            self._message(f"[recording] {st.message}")
 
     def reset(self) -> None:
         self.session.reset()
@@ -453,6 +482,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session.close()
         if self.feedback is not None:
             self.feedback.close()
+        if self.recorder is not None:
+            self.recorder.close()                     # saves the open episode
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt's name
         self.shutdown()

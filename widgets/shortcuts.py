@@ -15,7 +15,8 @@ class Shortcut:
 
 ESTOP_KEY = "Esc"
 SHORTCUTS: tuple[Shortcut, ...] = (
-    Shortcut(ESTOP_KEY, "estop", "E-STOP: latch the safety guard and stop the arm (works from any field)"),
+    Shortcut(ESTOP_KEY, "estop", "E-STOP: latch the safety guard and stop the arm (works from any field); "
+             "a recorded episode stops there and is kept"),
     Shortcut("Ctrl+R", "reset", "Reset the e-stop latch (the arm stays disabled until enabled again)"),
     Shortcut("Ctrl+E", "toggle_arm", "Enable / disable the arm"),
     Shortcut("S", "step", "Step: reason once on a fresh frame"),
@@ -33,6 +34,8 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("B", "prefer_b", "Feedback: B is better"),
     Shortcut("=", "prefer_tie", "Feedback: tie"),
     Shortcut("X", "prefer_both_bad", "Feedback: both bad"),
+    Shortcut("Right", "save_episode", "Recording (--record): save the episode; the next step starts a new one"),
+    Shortcut("Left", "rerecord_episode", "Recording: discard the episode and re-record it"),
     Shortcut("F1", "show_help", "This table"),
     Shortcut("Ctrl+Q", "close", "Quit (stops the arm first)"),
 )

@@ -183,10 +183,13 @@ def rgb_encoding(crf: int = 30) -> VideoEncoding:
 
 
 def depth_encoding() -> VideoEncoding:
-    """lerobot's depth default (``DepthEncoderConfig``): HEVC Main 12 (libx265) gray12le, lossless.
-    ``log-level=error`` only silences x265's banner on stderr."""
+    """lerobot's depth default (``DepthEncoderConfig``): HEVC (libx265) gray12le, lossless, g=2.
+
+    Two additions to lerobot's ``x265-params``: ``bframes=0``, because libx265 hands back a garbage DTS for
+    the first packet of a 1-2 frame stream with B-frames (the mp4 muxer then fails, about one time in
+    six; seen with PyAV 15.1 / x265 4.1), and ``log-level=error``, which only silences x265's banner."""
     return VideoEncoding(codec="hevc", pix_fmt="gray12le", g=2, crf=30, preset=None,
-                         extra_options={"x265-params": "lossless=1:log-level=error"})
+                         extra_options={"x265-params": "lossless=1:bframes=0:log-level=error"})
 
 
 # ---------------------------------------------------------------------------------------- features
@@ -242,7 +245,9 @@ def build_features(camera_keys: Sequence[str], image_size: tuple[int, int], *, d
         "safety.reasons": {"dtype": "string", "shape": [1], "names": None},
         "step.status": {"dtype": "int16", "shape": [1], "names": None, "info": {"categories": list(STATUSES)}},
         "step.index": {"dtype": "int64", "shape": [1], "names": None},
-        "step.wall_time": {"dtype": "float64", "shape": [1], "names": None},
+        # seconds since the episode started (its row's station/started_at): float32 in lerobot's tensors
+        # would blur an epoch time to minutes, an elapsed time keeps ~0.2 ms over an hour
+        "step.elapsed": {"dtype": "float64", "shape": [1], "names": None},
     })
     for cam in camera_keys:
         feats[intrinsics_key(cam)] = {"dtype": "float32", "shape": [4], "names": ["fx", "fy", "cx", "cy"]}
@@ -294,7 +299,10 @@ def next_chunk_file(chunk_index: int, file_index: int, chunks_size: int) -> tupl
 # -------------------------------------------------------------------------------------------- stats
 
 def _quantiles(x: np.ndarray) -> dict[str, np.ndarray]:
-    qs = np.nanquantile(x, QUANTILES, axis=0) if np.isfinite(x).any() else np.zeros((len(QUANTILES),) + x.shape[1:])
+    if not np.isfinite(x).any():
+        qs = np.zeros((len(QUANTILES),) + x.shape[1:])
+    else:
+        qs = np.nanquantile(x, QUANTILES, axis=0)
     return {k: np.asarray(qs[i], dtype=np.float64) for i, k in enumerate(QUANTILE_KEYS)}
 
 
@@ -328,9 +336,9 @@ def downsample(img: np.ndarray, target: int = 150, threshold: int = 300) -> np.n
     """lerobot's ``auto_downsample_height_width`` on an HxW[xC] image."""
     h, w = img.shape[:2]
     if max(h, w) < threshold:
-        return img
+        return img.copy()
     f = int(w / target) if w > h else int(h / target)
-    return img[::f, ::f]
+    return img[::f, ::f].copy()                 # a copy: a view would keep the full frame alive
 
 
 def image_stats(samples: Iterable[np.ndarray], scale: float) -> dict[str, np.ndarray]:

@@ -63,7 +63,8 @@ class StreamEncoder:
         if image.dtype == np.uint8:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         else:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image.astype(np.uint16)), format=self.enc.pix_fmt)
+            plane = np.ascontiguousarray(image.astype(np.uint16))
+            frame = av.VideoFrame.from_ndarray(plane, format=self.enc.pix_fmt)
         frame.pts = self.frames
         frame.time_base = self._tb
         for packet in self._stream.encode(frame):
@@ -87,6 +88,11 @@ class StreamEncoder:
                 pass
 
     def abort(self) -> None:
+        try:                                                # flush: encoders dislike being dropped mid-stream
+            for packet in self._stream.encode():
+                self._out.mux(packet)
+        except Exception:                                           # noqa: BLE001
+            pass
         self._close_quietly()
         self.path.unlink(missing_ok=True)
 
