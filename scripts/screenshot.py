@@ -1,6 +1,8 @@
-"""The README's picture: the window on the embedded default after Step, a drag (steer_text) and Go.
+"""The README's pictures: the window on the embedded default after Step, a drag (steer_text) and Go;
+with ``--feedback``, then a comparison (K) answered B, with the Feedback tab raised.
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshot.py docs/window.png
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshot.py docs/feedback.png --feedback
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ def pump(app, seconds: float) -> None:
         time.sleep(0.01)
 
 
-def main(out: str) -> int:
+def main(out: str, feedback: bool = False) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
     from widgets.app import prepare_gl
     prepare_gl(uses_sim=True)
@@ -33,7 +35,9 @@ def main(out: str) -> int:
     from widgets.main_window import MainWindow
 
     session = open_session(StationConfig())
-    win = MainWindow(session, detach_3d=False)     # docked, as on a machine with a GPU
+    import tempfile
+    db = str(Path(tempfile.mkdtemp()) / "feedback.sqlite")
+    win = MainWindow(session, detach_3d=False, feedback_path=db)     # docked, as on a machine with a GPU
     win.resize(1500, 900)
     win.show()
     session.start()
@@ -50,6 +54,11 @@ def main(out: str) -> int:
     session.go()
     session.wait_idle(60)
     pump(app, 1.5)
+    if feedback:
+        win.compare_pair()
+        pump(app, 0.5)
+        win.prefer_b()
+        pump(app, 2.0)
     ok = win.grab().save(out)
     win.close()
     print(f"{'wrote' if ok else 'could not write'} {out}")
@@ -57,4 +66,5 @@ def main(out: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "docs/window.png"))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    sys.exit(main(args[0] if args else "docs/window.png", "--feedback" in sys.argv))
