@@ -54,8 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--feedback.operator", dest="operator", default="operator", help="who answers (stored)")
     p.add_argument("--record", default=None, metavar="DIR",
                    help="record every step as LeRobot v3 episodes in DIR (continues an existing dataset)")
-    p.add_argument("--record.fps", dest="record_fps", type=int, default=10,
-                   help="the dataset's nominal fps (real times are in step.elapsed)")
+    p.add_argument("--record.fps", dest="record_fps", type=int, default=None,
+                   help="the dataset's nominal fps (default: the closed-loop rate, 2); real times are in step.elapsed")
     p.add_argument("--replay", default=None, metavar="DIR", help="open a recorded dataset in the replay view")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-mode", dest="run_mode", choices=["step", "preview", "confirm", "auto"], default="step",
@@ -117,6 +117,12 @@ def session_config(args: argparse.Namespace, run_mode: str = "step"):
                          steer_mode="visual" if args.steer == "visual" else "text")
 
 
+def record_fps(args: argparse.Namespace, session_cfg) -> int:
+    """LeRobot's nominal rate: the closed loop's step rate unless given (step/confirm have no fixed rate;
+    the real times are in the ``step.elapsed`` column)."""
+    return args.record_fps or max(1, round(session_cfg.auto_rate_hz))
+
+
 def _round(values) -> list[float] | None:
     return None if values is None else [round(float(v), 6) for v in values]
 
@@ -139,7 +145,7 @@ def run_headless(args: argparse.Namespace) -> int:
     recorder = None
     if args.record:
         from app.recording.session_recorder import SessionRecorder
-        recorder = SessionRecorder(session, args.record, fps=args.record_fps)
+        recorder = SessionRecorder(session, args.record, fps=record_fps(args, session.config))
     session.start(frames=False)
     step_no = 0
 
@@ -205,7 +211,8 @@ def run_window(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from widgets.app import run
-    return run(cfg, session_config(args, args.run_mode), safety, record_dir=args.record, record_fps=args.record_fps)
+    sc = session_config(args, args.run_mode)
+    return run(cfg, sc, safety, record_dir=args.record, record_fps=record_fps(args, sc))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -137,3 +137,11 @@ def test_headless_record_into_a_bad_root_exits_2(capsys, tmp_path):
     assert main.main(["--headless", "--steps", "1", "--record", str(bad)]) == 2
     assert "error:" in capsys.readouterr().err
     assert (bad / "meta" / "info.json").read_text() == "{not json"
+
+
+def test_headless_record_keeps_one_frame_per_observation(capsys, tmp_path):
+    """Without an arm each step is shown twice (the model's action, then the steered one): one frame."""
+    root = tmp_path / "ds"
+    assert main.main(["--headless", "--steps", "2", "--arm.type", "none", "--record", str(root)]) == 0
+    info = json.loads((root / "meta" / "info.json").read_text())
+    assert info["total_frames"] == 2 and info["fps"] == 2

@@ -292,8 +292,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def estop(self) -> None:
         self.session.estop("operator pressed e-stop")
         self.controls.estop.set_latched(True)      # at once, not when the event comes back
-        if self.recorder is not None:               # lerobot's Esc: the episode stops (and is kept)
-            self.recorder.save()
+        if self.recorder is not None:               # the episode stops here; → keeps it, ← discards it
+            self._message("e-stop: the episode is kept open: → to save it, ← to discard it", "error")
 
     def save_episode(self) -> None:
         if self.recorder is not None:

@@ -22,6 +22,18 @@ def _action_text(action) -> str:
     return " ".join(f"{float(v):+.3f}" for v in action)
 
 
+class _KeepKeys(QtCore.QObject):
+    """A focused input keeps its plain keys: a digit typed into a score box must not switch the run mode
+    (the window's single-key shortcuts would otherwise take it first)."""
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QtCore.QEvent.Type.ShortcutOverride and event.key() != QtCore.Qt.Key.Key_Escape:
+            mods = event.modifiers() & ~QtCore.Qt.KeyboardModifier.KeypadModifier
+            if mods in (QtCore.Qt.KeyboardModifier.NoModifier, QtCore.Qt.KeyboardModifier.ShiftModifier):
+                event.accept()
+        return False
+
+
 class _Candidate(pg.GraphicsLayoutWidget):
     def __init__(self, title: str, color) -> None:
         super().__init__()
@@ -128,6 +140,17 @@ class PreferencePanel(QtWidgets.QWidget):
         layout.addWidget(self.board_table, 1)
         layout.addWidget(self.board_plot, 1)
         self._set_answerable(False)
+        self._keep_keys = _KeepKeys(self)
+        for w in (*self.scores.values(), self.board_table):
+            w.installEventFilter(self._keep_keys)
+        self.comment.returnPressed.connect(self._back_to_keys)
+        self.note.returnPressed.connect(self._back_to_keys)
+
+    def _back_to_keys(self) -> None:
+        """Enter in a text field hands the keyboard back to the single-key answers."""
+        w = self.window()
+        if hasattr(w, "camera_view"):
+            w.camera_view.setFocus()
 
     # ---------------------------------------------------------------------------- in
     def show_proposal(self, p: PairProposal) -> None:
@@ -166,6 +189,7 @@ class PreferencePanel(QtWidgets.QWidget):
             self.show_message("nothing to answer: compare first (K)", error=True)
             return
         self.answered.emit(value, self.comment.text().strip())
+        self.proposal = None                          # one answer per comparison: K proposes the next
         self.comment.clear()
         self._set_answerable(False)
 

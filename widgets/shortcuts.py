@@ -16,7 +16,7 @@ class Shortcut:
 ESTOP_KEY = "Esc"
 SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut(ESTOP_KEY, "estop", "E-STOP: latch the safety guard and stop the arm (works from any field); "
-             "a recorded episode stops there and is kept"),
+             "a recorded episode stops there: → saves it, ← discards it"),
     Shortcut("Ctrl+R", "reset", "Reset the e-stop latch (the arm stays disabled until enabled again)"),
     Shortcut("Ctrl+E", "toggle_arm", "Enable / disable the arm"),
     Shortcut("S", "step", "Step: reason once on a fresh frame"),

@@ -115,6 +115,9 @@ class FeedbackWriter:
                 except (StoreError, OSError, ValueError) as e:
                     self._on_done(kind, None, str(e))
                     continue
+                except Exception as e:  # noqa: BLE001 - the writer must outlive one bad record
+                    self._on_done(kind, None, f"{type(e).__name__}: {e}")
+                    continue
                 self._on_done(kind, rid, None)
                 if kind == "comparison":
                     self._board(store)

@@ -1,8 +1,9 @@
 """Record a session's steps as LeRobot episodes, off the session's threads.
 
-Subscribes to the session: each action that reached a final state (sent, refused, preview, no arm,
-failed) becomes one frame with the image the model saw, its reasoning, the operator's edit and what
-the arm actually got. Encoding (≈50 ms a step at 640x480, ≈2 s a save) runs on the recorder's own
+Subscribes to the session: one frame per observation (the image the model saw, its reasoning, the
+operator's edit and what the arm actually got). Re-decodes of the same observation replace each other
+(the last word counts: the action sent, or the last one shown); two actions actually sent on one
+observation are two frames. Encoding (≈50 ms a step at 640x480, ≈2 s a save) runs on the recorder's own
 thread, so neither the robot loop nor the UI waits for it. Episode control follows lerobot's keys:
 ``save()`` (right arrow) closes the episode and the next step opens a new one, ``discard()`` (left
 arrow) drops it to re-record, ``close()`` (Esc / quit) saves what is open and finishes.
@@ -49,6 +50,9 @@ class SessionRecorder:
         self._recorder: EpisodeRecorder | None = None
         self._queue: queue.Queue = queue.Queue()
         self._last_reasoning: ReasoningEvent | None = None
+        self._pending_record: StepRecord | None = None   # this observation's latest word, not yet queued
+        self._pending_sent = False
+        self._lock = threading.Lock()
         self._saved = 0
         self.error: str | None = None
         self._thread = threading.Thread(target=self._main, name="episode-recorder", daemon=True)
@@ -56,8 +60,15 @@ class SessionRecorder:
         self._unsubscribe = session.subscribe(self._on_event)
 
     # ------------------------------------------------------------------ session side (any thread)
+    def _flush(self) -> None:
+        with self._lock:
+            record, self._pending_record, self._pending_sent = self._pending_record, None, False
+        if record is not None:
+            self._queue.put(("step", record))
+
     def _on_event(self, ev) -> None:
         if isinstance(ev, ReasoningEvent):
+            self._flush()                             # a new observation: the previous one's word is final
             self._last_reasoning = ev
         elif isinstance(ev, ActionEvent) and ev.step.status in FINAL and self._last_reasoning is not None:
             r = self._last_reasoning
@@ -71,17 +82,27 @@ class SessionRecorder:
             except (ValueError, TypeError) as e:
                 self._status(f"step {ev.step.index} not recorded: {e}", error=str(e))
                 return
-            self._queue.put(("step", record))
+            acted = ev.step.status in ("sent", "failed")
+            with self._lock:
+                if self._pending_sent and acted:      # a second real action on the same frame: keep both
+                    self._queue.put(("step", self._pending_record))
+                if not (self._pending_sent and not acted):   # a later preview never hides what was sent
+                    self._pending_record, self._pending_sent = record, acted
 
     def save(self) -> None:
+        self._flush()
         self._queue.put(("save", None))
 
     def discard(self) -> None:
-        self._queue.put(("discard", None))
+        with self._lock:
+            had = self._pending_record is not None
+            self._pending_record, self._pending_sent = None, False
+        self._queue.put(("discard", had))
 
     def close(self, timeout_s: float = 120.0) -> None:
         """Save the open episode and finish (waits for the encoder)."""
         self._unsubscribe()
+        self._flush()
         self._queue.put(("close", None))
         self._thread.join(timeout_s)
 
@@ -96,6 +117,9 @@ class SessionRecorder:
         while True:
             what, item = self._queue.get()
             rec = self._recorder
+            if what == "discard" and (rec is None or not rec.recording):
+                self._status("episode discarded: re-recording" if item else "nothing to discard")
+                continue
             if rec is None and what != "step":
                 if what == "close":
                     self._status("recording closed (nothing was recorded)")

@@ -107,3 +107,23 @@ def test_a_store_that_cannot_be_opened_is_reported_and_left_alone(qtbot, make_wi
     qtbot.waitUntil(lambda: "feedback is off" in panel.status.text(), timeout=10000)
     win.close()
     assert db.read_bytes() == before
+
+
+def test_one_answer_per_comparison_and_digits_stay_in_the_score_box(qtbot, make_window, tmp_path):
+    db = tmp_path / "fb.sqlite"
+    win = make_window(db)
+    panel = win.preference_panel
+    stepped_and_edited(qtbot, win)
+    key(win, QtCore.Qt.Key.Key_K)
+    key(win, QtCore.Qt.Key.Key_A)
+    key(win, QtCore.Qt.Key.Key_A)                          # a double tap
+    key(win, QtCore.Qt.Key.Key_B)                          # a change of mind after answering
+    qtbot.waitUntil(lambda: "saved comparison" in panel.status.text(), timeout=10000)
+    box = panel.scores["depth"]
+    box.setFocus()
+    qtbot.waitUntil(lambda: QtWidgets.QApplication.focusWidget() is box, timeout=5000)
+    QTest.keyClick(box, QtCore.Qt.Key.Key_4)               # "4" is also the auto run-mode key
+    assert win.session.run_mode.value == "step" and box.currentText() == "4"
+    win.close()
+    with PreferenceStore(db, readonly=True) as store:
+        assert [c.answer for c in store.comparisons()] == ["A"]

@@ -57,15 +57,18 @@ def test_record_with_keys_then_replay(qtbot, tmp_path):
     qtbot.waitUntil(lambda: session.steered is not None and session.wait_idle(0.01), timeout=20000)
     win.go()
     qtbot.waitUntil(lambda: session.wait_idle(0.01) and session.pending_step is None, timeout=20000)
-    key(QtCore.Qt.Key.Key_Escape)                         # e-stop: the episode stops and is kept
-    assert session.estopped
+    key(QtCore.Qt.Key.Key_Escape)                         # e-stop: the episode stops, kept open for → / ←
+    assert session.estopped and "→ to save" in win.message.text()
+    key(QtCore.Qt.Key.Key_Right)                          # the operator keeps it
+    qtbot.waitUntil(lambda: "2 saved" in win.status_labels["rec"].text(), timeout=30000)
     win.close()                                           # waits for the encoder
 
     info = json.loads((root / "meta" / "info.json").read_text())
-    assert info["total_episodes"] == 2 and info["total_frames"] == 4
+    # one frame per observation: the re-decode and second Go on the last frame replaced its first word
+    assert info["total_episodes"] == 2 and info["total_frames"] == 3
     reader = EpisodeReader(root)
-    assert [e.length for e in reader.episodes()] == [2, 2]
-    f = reader.frame(1, 1)
+    assert [e.length for e in reader.episodes()] == [2, 1]
+    f = reader.frame(1, 0)
     assert f.mode == "steer_text" and f.intervention and f.trace[0] == (200, 200)
     assert not f.sent and f.status == "refused" and any("disabled" in r for r in f.safety_reasons)
     assert len(f.depth_codes) == 100 and f.rgb.shape == (480, 640, 3)
@@ -75,9 +78,11 @@ def test_record_with_keys_then_replay(qtbot, tmp_path):
     qtbot.addWidget(replay)
     replay.show()
     assert replay.episode.count() == 2
-    replay.episode.setCurrentIndex(1)
+    replay.episode.setCurrentIndex(0)
     replay.slider.setValue(1)
-    assert replay.current.frame_index == 1 and replay.current.intervention
+    assert replay.current.frame_index == 1 and not replay.current.intervention
+    replay.episode.setCurrentIndex(1)
+    assert replay.current.frame_index == 0 and replay.current.intervention
     assert "steer_text" in replay.details.text() and "operator" in replay.details.text()
     edited = replay.camera_view.edit_trace.points()
     assert len(edited) and np.allclose(edited[0], [200 / 255 * 639, 200 / 255 * 479], atol=1)
