@@ -37,6 +37,7 @@ _reason_cache: dict[str, str | None] = {}
 _renderer_cache: dict[str, str] = {}
 SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software")
 SOFTWARE_GL_POINTS = 20_000          # the cloud size on a CPU renderer
+SOFTWARE_GL_INTERVAL_S = 0.5         # and its rebuild interval
 
 
 def software_gl() -> bool:

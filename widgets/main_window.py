@@ -62,9 +62,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.camera_view = CameraView()
         self.depth_view = DepthView()
         self.action_panel = ActionPanel()
-        from widgets.cloud_view import SOFTWARE_GL_POINTS, software_gl
-        # a CPU renderer draws ~20k points in ~10 ms (reference/gui.md: 90 fps), 80k in ~30 ms
-        self.cloud_view = CloudView(max_points=SOFTWARE_GL_POINTS) if software_gl() else CloudView()
+        from widgets.cloud_view import SOFTWARE_GL_INTERVAL_S, SOFTWARE_GL_POINTS, software_gl
+        # a CPU renderer draws ~20k points in ~10 ms (reference/gui.md: 90 fps), 80k in ~30 ms; and
+        # rebuilds twice a second (each rebuild repaints the GL window on the CPU)
+        self.cloud_view = (CloudView(max_points=SOFTWARE_GL_POINTS, min_interval_s=SOFTWARE_GL_INTERVAL_S)
+                           if software_gl() else CloudView())
         self._overlay = "off"
         self._frame = None
         self._model_trace = None
