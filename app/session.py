@@ -569,6 +569,7 @@ class Session:
             self._pending.pop("arm", None)
             if self._running and self._run_mode is RunMode.AUTO:
                 self._running = False
+                self._run_gen += 1
         if self.arm is not None:
             self._with_motion_lock(self.arm.disable, "disable")
         self._emit_arm()
