@@ -186,8 +186,17 @@ class StatusEvent:
     status: SessionStatus
 
 
+@dataclass(frozen=True)
+class ModesEvent:
+    """The same trace decoded both ways on the observation on screen (for a two_modes comparison); it
+    changes nothing that can be sent."""
+    trace: list[tr.Point]
+    text: Reasoning
+    visual: Reasoning
+
+
 Event = (FrameEvent | ReasoningEvent | SteerEvent | EditEvent | ActionEvent | ArmEvent | EstopEvent
-         | ErrorEvent | StatusEvent)
+         | ErrorEvent | StatusEvent | ModesEvent)
 
 
 @dataclass
@@ -196,7 +205,7 @@ class _Request:
     payload: Any = None
 
 
-_PRIORITY = ("arm", "steer", "send", "reason")
+_PRIORITY = ("arm", "steer", "send", "modes", "reason")
 
 
 class Session:
@@ -553,6 +562,11 @@ class Session:
             return                                   # applies from the next closed-loop step
         self._submit(_Request("steer", (list(pts), gen)))
 
+    def decode_both_modes(self) -> None:
+        """Decode the current trace (the edit, else the model's) with steer_text and steer_visual on the
+        observation on screen; the answer comes as a ``ModesEvent``. Nothing becomes sendable."""
+        self._submit(_Request("modes"))
+
     # arm and safety
     def enable_arm(self) -> None:
         if self.arm is None:
@@ -669,6 +683,8 @@ class Session:
             self._handle_send()
         elif req.kind == "reason":
             self._cycle(send=False, preview=self._run_mode is RunMode.PREVIEW)
+        elif req.kind == "modes":
+            self._handle_modes()
         elif req.kind == "cycle":
             self._handle_cycle()
 
@@ -784,6 +800,24 @@ class Session:
             self._steered = s
         self._emit(SteerEvent(s))
         self._publish_step(s, self._obs_frame, preview=self._run_mode is RunMode.PREVIEW)
+
+    def _handle_modes(self) -> None:
+        with self._lock:
+            obs, epoch, r = self._obs, self._epoch, self._reasoning
+            pts = list(self._edit) if self._edit is not None else (None if r is None else list(r.trace))
+        if obs is None or r is None or pts is None:
+            self._error("session", "nothing to compare yet: press Step", "warning")
+            return
+        if self._cache_obs is not obs:
+            self._error("session", "the model has moved on from the frame on screen: press Step, then compare",
+                        "warning")
+            return
+        text = self.policy.steer_text(pts)            # from the cached prefix of this observation
+        visual = self.policy.steer_visual(obs, pts)   # its own cache: the prefix above stays valid
+        with self._lock:
+            if epoch != self._epoch or obs is not self._obs:
+                return
+        self._emit(ModesEvent(pts, text, visual))
 
     def _publish_step(self, result: Reasoning, frame: Frame | None, preview: bool = False) -> ActionStep:
         with self._lock:
@@ -989,6 +1023,7 @@ def _default_adapter(arm_type: str, unnorm_key: str):
 
 __all__ = [
     "ActionEvent", "ActionStep", "ArmEvent", "EditEvent", "ErrorEvent", "EstopEvent", "Event", "FrameEvent",
+    "ModesEvent",
     "Policy", "ReasoningEvent", "RunMode", "STEER_MODES", "Session", "SessionConfig", "SessionStatus",
     "StatusEvent", "SteerEvent",
 ]

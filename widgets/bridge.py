@@ -23,6 +23,7 @@ class SessionBridge(QtCore.QObject):
     estop = QtCore.Signal(object)        # EstopEvent
     error = QtCore.Signal(object)        # ErrorEvent
     status = QtCore.Signal(object)       # StatusEvent
+    modes = QtCore.Signal(object)        # ModesEvent
 
     _frame_ready = QtCore.Signal()
 
@@ -36,7 +37,7 @@ class SessionBridge(QtCore.QObject):
         self._routes = {
             s.ReasoningEvent: self.reasoning, s.SteerEvent: self.steered, s.EditEvent: self.edited,
             s.ActionEvent: self.action, s.ArmEvent: self.arm, s.EstopEvent: self.estop,
-            s.ErrorEvent: self.error, s.StatusEvent: self.status,
+            s.ErrorEvent: self.error, s.StatusEvent: self.status, s.ModesEvent: self.modes,
         }
         self._unsubscribe = session.subscribe(self._on_event)
 

@@ -130,6 +130,8 @@ class MainWindow(QtWidgets.QMainWindow):
         sig.board.connect(self.preference_panel.show_board)
         p = self.preference_panel
         p.compareRequested.connect(self.compare_pair)
+        p.compareModesRequested.connect(self.compare_modes)
+        self.bridge.modes.connect(self._on_modes)
         p.answered.connect(self._answer)
         p.ratingSubmitted.connect(self._rate)
         if path is None:
@@ -187,6 +189,21 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.feedback_dock.raise_()
         self.preference_panel.show_proposal(p)
+
+    def compare_modes(self) -> None:
+        self.preference_panel.show_message("decoding the trace both ways…")
+        self.session.decode_both_modes()
+
+    def _on_modes(self, ev) -> None:
+        from app.feedback.collect import NothingToJudge, propose_two_modes
+        try:
+            p = propose_two_modes(self.session, ev, self.session.config.model_name or "model")
+        except NothingToJudge as e:
+            self.preference_panel.show_message(str(e), error=True)
+            return
+        self.feedback_dock.raise_()
+        self.preference_panel.show_proposal(p)
+        self.preference_panel.show_message("")
 
     def prefer_a(self) -> None:
         self.preference_panel.answer("A")

@@ -58,6 +58,7 @@ class PreferencePanel(QtWidgets.QWidget):
     answered = QtCore.Signal(str, str)                # answer, comment
     ratingSubmitted = QtCore.Signal(object, object, object, str)   # depth, trace, action (int | None), note
     compareRequested = QtCore.Signal()
+    compareModesRequested = QtCore.Signal()
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -72,6 +73,9 @@ class PreferencePanel(QtWidgets.QWidget):
         self.prompt.setObjectName("feedbackPrompt")
         self.compare = QtWidgets.QPushButton("Compare model vs edit (K)")
         self.compare.clicked.connect(self.compareRequested)
+        self.compare_modes = QtWidgets.QPushButton("text vs visual (M)")
+        self.compare_modes.setToolTip("Decode the same trace with steer_text and steer_visual and compare them")
+        self.compare_modes.clicked.connect(self.compareModesRequested)
         self.operator = QtWidgets.QLineEdit("operator")
         self.operator.setObjectName("operatorId")
         self.comment = QtWidgets.QLineEdit()
@@ -126,6 +130,7 @@ class PreferencePanel(QtWidgets.QWidget):
         pair.addWidget(self.b_text, 1, 1)
         who = QtWidgets.QHBoxLayout()
         who.addWidget(self.compare)
+        who.addWidget(self.compare_modes)
         who.addWidget(QtWidgets.QLabel("operator"))
         who.addWidget(self.operator)
         layout = QtWidgets.QVBoxLayout(self)
@@ -155,6 +160,8 @@ class PreferencePanel(QtWidgets.QWidget):
     # ---------------------------------------------------------------------------- in
     def show_proposal(self, p: PairProposal) -> None:
         self.proposal = p
+        self.a_view.title.setText(f"A: {p.a.label}")
+        self.b_view.title.setText(f"B: {p.b.label}")
         self.a_view.show_candidate(p.image, p.a.trace)
         self.b_view.show_candidate(p.image, p.b.trace)
         self.a_text.setText(f"{p.a.mode}: {_action_text(p.a.action)}")

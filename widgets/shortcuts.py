@@ -30,6 +30,7 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("C", "clear_edit", "Clear the operator's edit (back to the model's trace)"),
     Shortcut("O", "cycle_overlay", "Depth overlay on the camera view: off -> model -> sensor"),
     Shortcut("K", "compare_pair", "Feedback: compare the model's trace (A) with your edit (B)"),
+    Shortcut("M", "compare_modes", "Feedback: compare the trace decoded with steer_text (A) and steer_visual (B)"),
     Shortcut("A", "prefer_a", "Feedback: A is better"),
     Shortcut("B", "prefer_b", "Feedback: B is better"),
     Shortcut("=", "prefer_tie", "Feedback: tie"),

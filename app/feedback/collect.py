@@ -46,6 +46,17 @@ def propose_model_vs_edit(session, model_id: str) -> PairProposal:
     return PairProposal(frame.rgb, session.instruction, model_id, r.unnorm_key, "model_vs_edit", a, b)
 
 
+def propose_two_modes(session, event, model_id: str) -> PairProposal:
+    """A = steer_text, B = steer_visual, the same trace on the same frame (a ``ModesEvent``)."""
+    frame = getattr(session, "_obs_frame", None) or session.frame
+    r = session.reasoning
+    if frame is None or r is None:
+        raise NothingToJudge("nothing to compare yet: press Step")
+    a = Candidate.from_reasoning(event.text, label="steer_text", model_id=model_id, trace=event.trace)
+    b = Candidate.from_reasoning(event.visual, label="steer_visual", model_id=model_id, trace=event.trace)
+    return PairProposal(frame.rgb, session.instruction, model_id, r.unnorm_key, "two_modes", a, b)
+
+
 def rating_subject(session, model_id: str) -> tuple[np.ndarray, str, str | None, Candidate]:
     """The step on screen: the steered result if there is one, else the model's own."""
     r, frame = session.reasoning, getattr(session, "_obs_frame", None) or session.frame
@@ -132,4 +143,4 @@ class FeedbackWriter:
 
 
 __all__ = ["FeedbackWriter", "NothingToJudge", "PairProposal", "comparison", "propose_model_vs_edit",
-           "rating_subject"]
+           "propose_two_modes", "rating_subject"]

@@ -1082,3 +1082,27 @@ def test_text_steer_of_a_frame_the_model_has_moved_on_from_is_refused(make):
     idle(s)
     assert ev.of(SteerEvent, m) == [] and s.pending_step is None
     assert ev.errors("session", "warning", since=m)
+
+
+def test_decode_both_modes_answers_with_an_event_and_changes_nothing_sendable(make):
+    from app.session import ModesEvent
+    s, ev = make()
+    m0 = ev.mark()
+    s.decode_both_modes()                                        # nothing on screen yet
+    idle(s)
+    assert ev.of(ModesEvent, m0) == [] and ev.errors("session", "warning", since=m0)
+    s.step()
+    idle(s)
+    s.edit_trace([(10, 20), (200, 100)], final=True)
+    idle(s)
+    pending = s.pending_step
+    m = ev.mark()
+    s.decode_both_modes()
+    idle(s)
+    (modes,) = ev.of(ModesEvent, m)
+    assert modes.trace == [(10, 20), (200, 100)]
+    assert (modes.text.mode, modes.visual.mode) == ("steer_text", "steer_visual")
+    assert ev.of(ActionEvent, m) == [] and s.pending_step.index == pending.index
+    s.move_waypoint(0, 30, 30, final=True)                       # steer_text still resumes correctly after
+    idle(s)
+    assert s.steered.mode == "steer_text" and s.steered.trace[0] == (30, 30)

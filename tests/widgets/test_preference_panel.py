@@ -127,3 +127,22 @@ def test_one_answer_per_comparison_and_digits_stay_in_the_score_box(qtbot, make_
     win.close()
     with PreferenceStore(db, readonly=True) as store:
         assert [c.answer for c in store.comparisons()] == ["A"]
+
+
+def test_compare_the_two_steering_modes(qtbot, make_window, tmp_path):
+    db = tmp_path / "fb.sqlite"
+    win = make_window(db)
+    panel = win.preference_panel
+    stepped_and_edited(qtbot, win)
+    pending = win.session.pending_step
+    key(win, QtCore.Qt.Key.Key_M)
+    qtbot.waitUntil(lambda: panel.proposal is not None and panel.proposal.kind == "two_modes", timeout=20000)
+    assert win.session.pending_step.index == pending.index        # comparing sends and replaces nothing
+    assert panel.a_view.title.toPlainText() == "A: steer_text"
+    key(win, QtCore.Qt.Key.Key_Equal)                               # tie
+    qtbot.waitUntil(lambda: "saved comparison" in panel.status.text(), timeout=10000)
+    win.close()
+    with PreferenceStore(db, readonly=True) as store:
+        (c,) = list(store.comparisons())
+    assert c.kind == "two_modes" and c.answer == "tie"
+    assert (c.a.mode, c.b.mode) == ("steer_text", "steer_visual") and c.a.trace == c.b.trace
