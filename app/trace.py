@@ -6,12 +6,12 @@ Edits are pure functions returning new lists: the session keeps the operator's t
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
 
-MAX_COORD = 255
+from model.grammar import MAX_COORD, TraceError, check_trace
+
 MAX_POINTS = 5
 
 Point = tuple[int, int]
@@ -21,19 +21,24 @@ class TraceEditError(ValueError):
     """An edit that cannot apply (index out of range, too many or too few points)."""
 
 
+def _checked(points: Sequence[Sequence[float]]) -> list[Point]:
+    """The runtime's own trace check (``model.grammar.check_trace``: finite, rounded, clamped to
+    0..255, at most MAX_POINTS), its error raised as an edit error."""
+    try:
+        return check_trace(points, MAX_POINTS)
+    except TraceError as e:
+        raise TraceEditError(str(e)) from None
+
+
 def clamp_point(x: float, y: float) -> Point:
-    if not (math.isfinite(x) and math.isfinite(y)):
-        raise TraceEditError(f"waypoint ({x}, {y}) is not finite")
-    return (min(MAX_COORD, max(0, round(x))), min(MAX_COORD, max(0, round(y))))
+    return _checked([(x, y)])[0]
 
 
 def normalize(trace: Sequence[Sequence[float]]) -> list[Point]:
-    pts = [clamp_point(float(p[0]), float(p[1])) for p in trace]
+    pts = list(trace)
     if not pts:
         raise TraceEditError("a trace needs at least one waypoint")
-    if len(pts) > MAX_POINTS:
-        raise TraceEditError(f"a trace has at most {MAX_POINTS} waypoints, got {len(pts)}")
-    return pts
+    return _checked(pts)
 
 
 def move_point(trace: Sequence[Point], index: int, x: float, y: float) -> list[Point]:
