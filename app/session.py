@@ -763,12 +763,17 @@ class Session:
             elif dropped is not None:
                 self._emit_step(dropped)
 
-    def _steer(self, obs: Observation, pts: list[tr.Point]) -> Reasoning:
+    def _decode_steer(self, obs: Observation, pts: list[tr.Point]) -> Reasoning:
+        """The re-decode in the current steering mode (text resumes this observation's cache)."""
         if self._steer_mode == "text":
             s = self.policy.steer_text(pts)
         else:
             s = self.policy.steer_visual(obs, pts)
         self.counters["steer"] += 1
+        return s
+
+    def _steer(self, obs: Observation, pts: list[tr.Point]) -> Reasoning:
+        s = self._decode_steer(obs, pts)
         with self._lock:
             self._steered = s
         self._emit(SteerEvent(s))
@@ -788,11 +793,7 @@ class Session:
             self._error("session", "the model has moved on from the frame on screen: press Step, then steer",
                         "warning")
             return
-        if self._steer_mode == "text":
-            s = self.policy.steer_text(pts)
-        else:
-            s = self.policy.steer_visual(obs, pts)
-        self.counters["steer"] += 1
+        s = self._decode_steer(obs, pts)
         with self._lock:
             if gen != self._edit_gen or epoch != self._epoch:
                 self.counters["superseded"] += 1
