@@ -24,7 +24,7 @@ class NothingToJudge(ValueError):
 
 @dataclass(frozen=True)
 class PairProposal:
-    """Two candidates on the same image: A is the model's own answer, B the operator-steered one."""
+    """Two candidates on the same image, before the operator's answer (kind as in ``Comparison``)."""
     image: np.ndarray
     instruction: str
     model_id: str

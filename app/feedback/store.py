@@ -523,16 +523,21 @@ class PreferenceStore:
         return sha, None if known else encode_png(image)
 
     # -- writing ---------------------------------------------------------------------------------------
+    def _ensure_image(self, conn, sha: str, image: np.ndarray, png: bytes | None) -> None:
+        """Inside the write transaction: store the frame unless it is there (``png`` is None when it was
+        before the transaction; encode now if it was deleted meanwhile)."""
+        if png is None and conn.execute("SELECT 1 FROM images WHERE sha256 = ?", (sha,)).fetchone() is None:
+            png = encode_png(image)
+        if png is not None:
+            self._put_image(conn, sha, image, png)
+
     def add_comparison(self, c: Comparison) -> int:
         """Store one answer (its image once, both candidates) in one transaction; returns its id."""
         if not isinstance(c, Comparison):
             raise TypeError("add_comparison takes a Comparison")
         sha, png = self._encoded(c.image)
         with self._writing("save the comparison") as conn:
-            if png is None and conn.execute("SELECT 1 FROM images WHERE sha256 = ?", (sha,)).fetchone() is None:
-                png = encode_png(c.image)        # deleted meanwhile
-            if png is not None:
-                self._put_image(conn, sha, c.image, png)
+            self._ensure_image(conn, sha, c.image, png)
             a_id, b_id = self._put_candidate(conn, c.a), self._put_candidate(conn, c.b)
             cur = conn.execute(
                 "INSERT INTO comparisons (created_at, operator, image_sha256, instruction, model_id, unnorm_key, "
@@ -550,10 +555,7 @@ class PreferenceStore:
             raise TypeError("add_rating takes a Rating")
         sha, png = self._encoded(r.image)
         with self._writing("save the rating") as conn:
-            if png is None and conn.execute("SELECT 1 FROM images WHERE sha256 = ?", (sha,)).fetchone() is None:
-                png = encode_png(r.image)
-            if png is not None:
-                self._put_image(conn, sha, r.image, png)
+            self._ensure_image(conn, sha, r.image, png)
             cand_id = self._put_candidate(conn, r.candidate)
             cur = conn.execute(
                 "INSERT INTO ratings (created_at, operator, image_sha256, instruction, unnorm_key, candidate_id, "
