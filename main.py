@@ -224,17 +224,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.headless:
         return run_headless(args)
-    if args.replay:
-        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-                or os.environ.get("QT_QPA_PLATFORM") in ("offscreen", "vnc")):
-            print("no display: the replay view needs one", file=sys.stderr)
-            return 2
-        from widgets.replay_view import run
-        return run(args.replay)
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
             or os.environ.get("QT_QPA_PLATFORM") in ("offscreen", "vnc")):
-        print("no display: the operator window needs one; use --headless", file=sys.stderr)
+        view = "the replay view" if args.replay else "the operator window"
+        print(f"no display: {view} needs one; use --headless", file=sys.stderr)
         return 2
+    if args.replay:
+        from widgets.replay_view import run
+        return run(args.replay)
     return run_window(args)
 
 

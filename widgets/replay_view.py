@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.recording.reader import EpisodeReader, RecordedFrame
 from widgets.camera_view import CameraView
@@ -67,8 +67,7 @@ class ReplayWindow(QtWidgets.QMainWindow):
         self.slider.valueChanged.connect(self.show_frame)
         for key, fn in (("Space", self.play.toggle), ("Right", lambda: self.slider.setValue(self.slider.value() + 1)),
                         ("Left", lambda: self.slider.setValue(self.slider.value() - 1))):
-            from PySide6.QtGui import QKeySequence, QShortcut
-            QShortcut(QKeySequence(key), self, activated=fn)
+            QtGui.QShortcut(QtGui.QKeySequence(key), self, activated=fn)
         self.current: RecordedFrame | None = None
         self.resize(1300, 820)
         if self.episode.count():
