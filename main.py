@@ -226,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_headless(args)
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
             or os.environ.get("QT_QPA_PLATFORM") in ("offscreen", "vnc")):
-        view = "the replay view" if args.replay else "the operator window"
-        print(f"no display: {view} needs one; use --headless", file=sys.stderr)
+        what = "the replay view needs one" if args.replay else "the operator window needs one; use --headless"
+        print(f"no display: {what}", file=sys.stderr)
         return 2
     if args.replay:
         from widgets.replay_view import run
