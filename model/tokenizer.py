@@ -117,13 +117,14 @@ def _tiny_corpus() -> list[str]:
 
 
 def build_tiny_tokenizer(bpe_vocab: int = 512, embedding_size: int = 768, trained_vocab: int = 512,
-                         chat_specials: int = 2) -> Tokenizer:
+                         chat_specials: int = 2, corpus: list[str] | None = None) -> Tokenizer:
     """Byte-level BPE + the MolmoAct added tokens, padded to ``embedding_size``.
 
     ``trained_vocab`` ids are learned on a small corpus; if ``bpe_vocab`` is larger the rest are inert
     filler entries, which gives the real Qwen id layout (EOS at 151643, images at 152064) for
     random-weight benchmarks at the 7B shape without shipping Qwen's vocabulary (with
-    ``chat_specials=21`` the depth tokens land at 151665.., as in MolmoAct-7B-D).
+    ``chat_specials=21`` the depth tokens land at 151665.., as in MolmoAct-7B-D). ``corpus``: the lines the
+    BPE merges are learned from (default: a small generic one).
     """
     if trained_vocab < 256 + 64 or bpe_vocab < trained_vocab:
         raise TokenizerError("bpe_vocab must leave room for 256 action ids above the 256 byte tokens")
@@ -135,7 +136,7 @@ def build_tiny_tokenizer(bpe_vocab: int = 512, embedding_size: int = 768, traine
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=trained_vocab, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False, special_tokens=[])
-    tok.train_from_iterator(_tiny_corpus() * 4, trainer=trainer)
+    tok.train_from_iterator((corpus or _tiny_corpus()) * 4, trainer=trainer)
     if tok.get_vocab_size() != trained_vocab:
         raise TokenizerError(f"tiny BPE trained to {tok.get_vocab_size()} ids, wanted {trained_vocab}")
     if bpe_vocab > trained_vocab:

@@ -1,0 +1,186 @@
+"""Training data for the bundled sim model: scripted-expert episodes of the simulated cell.
+
+Each control step yields one ``StepRecord``: the model's view of the front camera (resized exactly as
+the decoder resizes it, so training sees the pixels inference sees), the inverse depth for the depth
+VQ-VAE, and three (trace, action) labels:
+
+* ``own``: what the episode's policy does from here (the instruction's expert, or in a *steer episode*
+  another object's expert that the instruction does not name: the operator dragged the trace there);
+* ``alt``: the pick expert of another object, planned fresh from this state (a trace that is not the
+  instruction's, and the action that follows that trace);
+* ``drawn``: the front image with ``own`` or ``alt`` drawn on it as ``steer_visual`` draws it.
+
+Executed actions get noise (the labels never do) so the closed loop sees states off the expert's path.
+Deterministic from the seed; workers are independent processes, each with its own cell.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from app.sim import scene
+from app.sim.tasks import TASKS, Expert, Task
+
+FRONT_SIZE = (640, 480)          # the session's default front camera
+MODEL_IMAGE = (256, 256)         # DecoderConfig.image_size: the decoder resizes every image to this
+DEPTH_SIZE = 80                  # the depth VQ-VAE's input side
+PICK_TASKS = tuple(name for name, t in TASKS.items() if t.kind == "pick")
+TRANSIT_M = 0.04                 # executed-action noise only this far from the expert's waypoint
+EXTRA_DONE_STEPS = 3             # steps recorded after the expert finished: hold still when done
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    seed: int = 0
+    episodes_per_task: int = 80      # clean episodes of each of the six tasks
+    steer_episodes: int = 160        # pick A instructed, pick B executed (B != A)
+    max_steps: int = 90
+    noise_m: float = 0.01            # std of the executed-action noise (metres), half the episodes
+    alt_prob: float = 0.6            # chance a step also gets an ``alt`` label
+    image_side: int = 168            # the checkpoint's base_image_input_size
+    workers: int = 2
+    progress: bool = False
+
+
+@dataclass
+class StepRecord:
+    task: str
+    instruction: str
+    episode: int
+    steer_episode: bool
+    image: np.ndarray                # [S, S, 3] uint8, the processor's resized pixels
+    drawn: np.ndarray                # the same with a trace drawn (see drawn_kind)
+    drawn_kind: str                  # "own" | "alt"
+    inv_depth: np.ndarray            # [80, 80] float16, 1/m (0 where invalid)
+    own_trace: np.ndarray            # [k, 2] int, model space
+    own_action: np.ndarray           # [7]
+    alt_trace: np.ndarray | None = None
+    alt_action: np.ndarray | None = None
+    ee_model: np.ndarray = field(default_factory=lambda: np.zeros(2))   # TCP projected, model space
+
+
+def model_pixels(rgb: np.ndarray, side: int) -> np.ndarray:
+    """What the processor feeds the ViT, as uint8: INTER_AREA to 256², then the SigLIP bilinear stretch."""
+    from model.decoder import resize_for_model
+    from model.image_processing import siglip_resize
+    small = resize_for_model(rgb, MODEL_IMAGE)
+    return np.rint(siglip_resize(small, (side, side)) * 255.0).astype(np.uint8)
+
+
+def drawn_pixels(rgb: np.ndarray, trace: np.ndarray, side: int) -> np.ndarray:
+    """As ``steer_visual`` draws: the polyline on the 256² image, then the processor's resize."""
+    from model.decoder import DecoderConfig, draw_trace, resize_for_model
+    from model.image_processing import siglip_resize
+    small = draw_trace(resize_for_model(rgb, MODEL_IMAGE), [tuple(map(int, p)) for p in trace],
+                       DecoderConfig().trace_thickness)
+    return np.rint(siglip_resize(small, (side, side)) * 255.0).astype(np.uint8)
+
+
+def inverse_depth(depth_m: np.ndarray, side: int = DEPTH_SIZE) -> np.ndarray:
+    """Metres → 1/m on the VQ-VAE's square grid (stretched like the image); 0 stays invalid."""
+    inv = np.where(depth_m > 0, 1.0 / np.maximum(depth_m, 1e-3), 0.0).astype(np.float32)
+    return cv2.resize(inv, (side, side), interpolation=cv2.INTER_AREA).astype(np.float16)
+
+
+def _other_pick(task: Task, rng: np.random.Generator) -> Task:
+    others = [TASKS[n] for n in PICK_TASKS if TASKS[n].target != task.target]
+    return others[int(rng.integers(len(others)))]
+
+
+def episode_plan(cfg: DataConfig) -> list[tuple[int, str, str | None]]:
+    """(episode seed, instructed task, executed pick task or None) for every episode."""
+    plan: list[tuple[int, str, str | None]] = []
+    k = 0
+    for name in TASKS:
+        for _ in range(cfg.episodes_per_task):
+            plan.append((cfg.seed * 100_000 + k, name, None))
+            k += 1
+    rng = np.random.default_rng(cfg.seed)
+    for _ in range(cfg.steer_episodes):
+        a = TASKS[PICK_TASKS[int(rng.integers(len(PICK_TASKS)))]]
+        plan.append((cfg.seed * 100_000 + k, a.name, _other_pick(a, rng).name))
+        k += 1
+    return plan
+
+
+def run_episode(cell, seed: int, task_name: str, executed: str | None, cfg: DataConfig,
+                episode: int) -> list[StepRecord]:
+    """One episode on ``cell``; the records of every step (plus a few after the expert is done)."""
+    rng = np.random.default_rng(seed + 7)
+    task = TASKS[task_name]
+    cell.reset(seed, task)
+    policy = Expert(TASKS[executed], cell) if executed else task.make_expert(cell)
+    noise = cfg.noise_m if rng.random() < 0.5 else 0.0
+    records: list[StepRecord] = []
+    done_steps = 0
+    w, h = FRONT_SIZE
+    for _ in range(cfg.max_steps):
+        step = policy.act()
+        rgb, depth, _ = cell.render("front", w, h)
+        alt_trace = alt_action = None
+        if rng.random() < cfg.alt_prob:
+            alt = Expert(_other_pick(TASKS[executed] if executed else task, rng), cell).act()
+            alt_trace, alt_action = alt.trace, alt.action
+        drawn_kind = "alt" if (alt_trace is not None and not executed and rng.random() < 0.5) else "own"
+        drawn_trace = alt_trace if drawn_kind == "alt" else step.trace
+        ee = cell.to_model_space(cell.project(cell.ee_pose().position[None], w, h), w, h)[0]
+        records.append(StepRecord(
+            task=task.name, instruction=task.instruction, episode=episode, steer_episode=executed is not None,
+            image=model_pixels(rgb, cfg.image_side), drawn=drawn_pixels(rgb, drawn_trace, cfg.image_side),
+            drawn_kind=drawn_kind, inv_depth=inverse_depth(depth), own_trace=np.asarray(step.trace),
+            own_action=np.asarray(step.action, float), alt_trace=None if alt_trace is None else np.asarray(alt_trace),
+            alt_action=None if alt_action is None else np.asarray(alt_action, float), ee_model=ee))
+        if step.done:
+            done_steps += 1
+            if done_steps > EXTRA_DONE_STEPS:
+                break
+            cell.step(step.action)
+            continue
+        executed_action = np.array(step.action, float)
+        if noise > 0 and _in_transit(policy):
+            executed_action[:3] += rng.normal(0.0, noise, 3)
+        cell.step(executed_action)
+    return records
+
+
+def _in_transit(policy: Expert) -> bool:
+    """Far from the current waypoint: noise there shows the model off-path states, while near waypoints
+    (grasp, release) the expert must be able to settle within its tolerance and go on."""
+    if policy.done or not policy.waypoints:
+        return False
+    wp = policy.waypoints[policy.index]
+    return float(np.linalg.norm(wp.position - policy.cell.ee_pose().position)) > TRANSIT_M
+
+
+def _worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | None]]]]) -> list[StepRecord]:
+    import torch
+    from app.sim.cell import SimCell, SimConfig
+    torch.set_num_threads(1)          # one process per core: torch's own threads would oversubscribe
+    cfg, jobs = args
+    out: list[StepRecord] = []
+    with SimCell(SimConfig(front_size=FRONT_SIZE)) as cell:
+        for k, (episode, (seed, task, executed)) in enumerate(jobs):
+            out += run_episode(cell, seed, task, executed, cfg, episode)
+            if cfg.progress and (k + 1) % 25 == 0:
+                print(f"  data worker: {k + 1}/{len(jobs)} episodes, {len(out)} steps", flush=True)
+    return out
+
+
+def generate(cfg: DataConfig) -> list[StepRecord]:
+    """All records, in episode order whatever the worker count."""
+    plan = list(enumerate(episode_plan(cfg)))
+    if cfg.workers <= 1:
+        return _worker((cfg, plan))
+    chunks = [plan[i::cfg.workers] for i in range(cfg.workers)]
+    with mp.get_context("spawn").Pool(cfg.workers) as pool:
+        parts = pool.map(_worker, [(cfg, c) for c in chunks])
+    records = [r for part in parts for r in part]
+    records.sort(key=lambda r: r.episode)       # stable: steps stay in order within an episode
+    return records
+
+
+__all__ = ["DataConfig", "StepRecord", "generate", "run_episode", "episode_plan", "model_pixels",
+           "drawn_pixels", "inverse_depth", "PICK_TASKS", "scene"]

@@ -1,0 +1,395 @@
+"""Train the bundled small MolmoAct on the simulated cell, from scratch, deterministically.
+
+``python -m app.sim.train --out assets/sim-molmoact [--seed 0]`` regenerates the expert data
+(``app.sim.datagen``), trains the depth VQ-VAE (``app.sim.depth_vq``), builds our own small tokenizer
+with the reference's conventions, trains our MolmoAct architecture (same ``MolmoActConfig``, module
+tree, grammar and prompts as the 7B runtime; only smaller) with teacher forcing, and writes a
+checkpoint directory that ``model.checkpoint.load_checkpoint`` reads like an official one.
+
+Samples per recorded step (the reference trains half its data trajectory-conditioned):
+* ``reason``: reasoning prompt; answer = depth codes, the expert's trace, the expert's action;
+* ``reason_alt``: same prompt, the answer's trace is *another* object's expert trace and the action is
+  that expert's: what ``steer_text`` forces; no loss on the forced trace (the instruction does not
+  predict it), so the model learns the action that follows a trace;
+* ``visual``: trajectory-conditioned prompt, the trace drawn on the image as ``steer_visual`` draws it,
+  answer = the action that follows the drawn trace.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from app.sim.datagen import DataConfig, StepRecord, generate
+from app.sim.depth_vq import VQTrainConfig, encode_all, train_depth_vqvae
+from app.sim.tasks import TASKS
+from model.actions import ActionStats, ActionTokenizer, encode_actions
+from model.checkpoint import DEPTH_FILES, preprocessor_config_dict, save_weights
+from model.config import AdapterConfig, LlmConfig, MolmoActConfig, VitConfig
+from model.depth import save_depth_decoder
+from model.grammar import GrammarTokens
+from model.image_processing import patchify, siglip_normalize
+from model.molmoact import MolmoAct
+from model.processor import MolmoActProcessor, PROMPTS, chat_text, reasoning_prompt, steering_prompt
+from model.tokenizer import MolmoActTokenizer, build_tiny_tokenizer, save_tokenizer
+
+UNNORM_KEY = "sim"                 # the action adapter's preset for the simulated cell
+IMAGE_SIDE = 168                   # 12x12 patches of 14 px → 6x6 pooled image tokens
+VIT_RMS_MAX = 4.0
+SCALE_PENALTY = 0.1
+
+
+@dataclass
+class ModelShape:
+    llm_width: int = 128
+    llm_layers: int = 3
+    llm_heads: int = 4
+    vit_width: int = 96
+    vit_layers: int = 4
+    trained_vocab: int = 640       # BPE ids learned from our prompts and answers
+    bpe_vocab: int = 896           # + 256 action ids (the last ids before EOS, as in Qwen)
+    embedding_size: int = 1088
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    steps: int = 2400
+    batch: int = 16
+    lr: float = 2e-3
+    warmup: int = 150
+    weight_decay: float = 0.01
+    mix: tuple[float, float, float] = (0.45, 0.2, 0.35)   # reason, reason_alt, visual
+    loss_weights: dict[str, float] = field(default_factory=lambda: {"depth": 0.5, "trace": 1.0, "action": 2.0,
+                                                                    "other": 0.2})
+    data: DataConfig = field(default_factory=DataConfig)
+    vq: VQTrainConfig = field(default_factory=VQTrainConfig)
+    shape: ModelShape = field(default_factory=ModelShape)
+    threads: int | None = None
+    device: str = "cpu"            # "cuda" trains the language/vision model on a GPU (data and VQ stay on the CPU)
+    log_every: int = 50
+
+
+# ------------------------------------------------------------------------------ model pieces
+def model_config(shape: ModelShape, norm_stats: dict, image_patch_id: int) -> MolmoActConfig:
+    heads = 4
+    vit = VitConfig(hidden_size=shape.vit_width, intermediate_size=2 * shape.vit_width,
+                    num_hidden_layers=shape.vit_layers, num_attention_heads=heads, num_key_value_heads=heads,
+                    head_dim=shape.vit_width // heads, image_default_input_size=(IMAGE_SIDE, IMAGE_SIDE),
+                    image_num_pos=(IMAGE_SIDE // 14) ** 2)
+    adapter = AdapterConfig(vit_layers=(-1, -3), hidden_size=shape.vit_width, num_attention_heads=heads,
+                            num_key_value_heads=heads, head_dim=shape.vit_width // heads,
+                            intermediate_size=2 * shape.llm_width, text_hidden_size=shape.llm_width)
+    llm = LlmConfig(hidden_size=shape.llm_width, num_attention_heads=shape.llm_heads,
+                    num_key_value_heads=shape.llm_heads, head_dim=shape.llm_width // shape.llm_heads,
+                    vocab_size=shape.embedding_size, additional_vocab_size=128, qkv_bias=True,
+                    num_hidden_layers=shape.llm_layers, intermediate_size=3 * shape.llm_width,
+                    max_position_embeddings=1024, rope_theta=10_000.0)
+    return MolmoActConfig(vit_config=vit, adapter_config=adapter, llm_config=llm, image_patch_id=image_patch_id,
+                          norm_stats=norm_stats)
+
+
+def preprocessor_config() -> dict:
+    """One stretched view of the image (no high-res tiling): the small model's whole visual input."""
+    return {**preprocessor_config_dict(), "crop_mode": "resize", "max_crops": 1, "max_multi_image_crops": 1,
+            "base_image_input_size": [IMAGE_SIDE, IMAGE_SIDE]}
+
+
+def tokenizer_corpus(seed: int) -> list[str]:
+    """Our prompts with every task's instruction, and answers as the model writes them."""
+    from model.tokenizer import byte_level     # how the action ids are spelled in answers
+    rng = random.Random(seed)
+    lines = [chat_text(template.format(instruction=t.instruction))
+             for t in TASKS.values() for template in PROMPTS.values()]
+    for _ in range(200):
+        pts = ",".join(f"[{rng.randint(0, 255)},{rng.randint(0, 255)}]" for _ in range(rng.randint(1, 5)))
+        acts = ", ".join(byte_level(chr(0x4E00 + rng.randint(0, 255))) for _ in range(7))
+        lines.append(f" The depth map of the image is . The trajectory of the end effector is [{pts}]. Based on "
+                     f"this information, the action that the robot should take is [{acts}].")
+        lines.append(" Based on the image and the annotated trajectory of the end effector, the action that the "
+                     f"robot should take is [{acts}].")
+    return lines
+
+
+def norm_stats_from(records: list[StepRecord]) -> dict:
+    acts = [r.own_action for r in records] + [r.alt_action for r in records if r.alt_action is not None]
+    a = np.stack(acts)
+    q01, q99 = np.quantile(a, 0.01, axis=0), np.quantile(a, 0.99, axis=0)
+    for i in range(6):                     # a degenerate span would turn every value into 0
+        if q99[i] - q01[i] < 1e-4:
+            q01[i], q99[i] = q01[i] - 1e-3, q99[i] + 1e-3
+    q01[6], q99[6] = 0.0, 1.0
+    return {UNNORM_KEY: {"action": {"q01": q01.tolist(), "q99": q99.tolist(),
+                                    "mask": [True] * 6 + [False]}}}
+
+
+# ------------------------------------------------------------------------------ samples
+@dataclass
+class Example:
+    ids: list[int]
+    weights: list[float]           # loss weight of predicting ids[i] (index aligned with ids)
+    image: np.ndarray              # uint8 [S, S, 3]
+
+
+class SampleBuilder:
+    def __init__(self, tokenizer: MolmoActTokenizer, processor: MolmoActProcessor, stats: ActionStats,
+                 weights: dict[str, float]) -> None:
+        self.gt = GrammarTokens(tokenizer)
+        self.processor = processor
+        self.action_tok = ActionTokenizer(base_id=tokenizer.action_base_id)
+        self.stats = stats
+        self.w = weights
+        self._prompts: dict[tuple[str, str], list[int]] = {}
+        blank = np.zeros((IMAGE_SIDE, IMAGE_SIDE, 3), np.uint8)
+        self._blank = blank
+
+    def prompt_ids(self, instruction: str, kind: str) -> list[int]:
+        key = (instruction, kind)
+        if key not in self._prompts:
+            prompt = steering_prompt(instruction, 1) if kind == "visual" else reasoning_prompt(instruction, 1)
+            self._prompts[key] = self.processor([self._blank], prompt).input_ids[0].tolist()
+        return self._prompts[key]
+
+    def action_ids(self, action: np.ndarray) -> list[int]:
+        return list(self.gt.action_ids_text(encode_actions(action, self.action_tok, self.stats)))
+
+    def build(self, rec: StepRecord, codes: np.ndarray, kind: str) -> Example:
+        gt, w = self.gt, self.w
+        prompt = self.prompt_ids(rec.instruction, kind)
+        ids = list(prompt)
+        weights = [0.0] * len(prompt)
+
+        def add(piece, weight):
+            ids.extend(piece)
+            weights.extend([weight] * len(piece))
+
+        if kind == "visual":
+            trace, action = (rec.alt_trace, rec.alt_action) if rec.drawn_kind == "alt" else (rec.own_trace,
+                                                                                             rec.own_action)
+            add(gt.steer_action_prefix, w["other"])
+            add(self.action_ids(action), w["action"])
+            return Example(ids, weights, rec.drawn)
+        alt = kind == "reason_alt"
+        trace, action = (rec.alt_trace, rec.alt_action) if alt else (rec.own_trace, rec.own_action)
+        # a steer episode's own trace is not the instruction's either: no trace loss there
+        trace_w = 0.0 if (alt or rec.steer_episode) else w["trace"]
+        add(gt.depth_prefix, w["other"])
+        add([gt.depth_ids[int(c)] for c in codes], w["depth"])
+        add(gt.trace_prefix, w["other"])
+        add(gt.trace_ids([tuple(map(int, p)) for p in trace]), trace_w)
+        add(gt.action_prefix, w["other"])
+        add(self.action_ids(action), w["action"])
+        return Example(ids, weights, rec.image)
+
+
+def crops_of(images: np.ndarray) -> torch.Tensor:
+    """uint8 [B, S, S, 3] → the processor's crops [B, P, 588] (normalize, then patchify)."""
+    x = siglip_normalize(images.astype(np.float32) / np.float32(255.0))
+    return torch.from_numpy(np.ascontiguousarray(patchify(x, 14)))
+
+
+def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tensor, patches: int,
+               pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, dict[str, float]]:
+    """Teacher-forced weighted cross-entropy of a batch (right-padded; causal so padding is inert)."""
+    b = len(examples)
+    s = max(len(e.ids) for e in examples)
+    ids = torch.full((b, s), pad_id, dtype=torch.long)
+    wts = torch.zeros(b, s)
+    for i, e in enumerate(examples):
+        ids[i, :len(e.ids)] = torch.tensor(e.ids)
+        wts[i, :len(e.ids)] = torch.tensor(e.weights)
+    ids, wts = ids.to(device), wts.to(device)
+    crops = crops_of(np.stack([e.image for e in examples])).to(device)
+    pooled = torch.cat([pooled_one + i * patches for i in range(b)], 0).to(device)
+    vb = model.model.vision_backbone
+    vit = vb.encode(crops)                                   # the pieces of vb.forward, to see their scale
+    pooled_feats, valid = vb.pool(vit, pooled)
+    feats = vb.image_projector(pooled_feats)[valid]
+    # Scale guard: SigLIP has no final norm and the projector is a SwiGLU (quadratic), so from scratch the
+    # image features can grow by orders of magnitude; the LLM then RMS-normalizes them into one constant
+    # direction and stops seeing the image. Keep the ViT stream's RMS under VIT_RMS_MAX and the projected
+    # features' RMS near 1 (the size the reference's trained projector emits relative to its embeddings).
+    vit_rms = vit.float().pow(2).mean(-1).sqrt()
+    feat_rms = feats.float().pow(2).mean(-1).sqrt()
+    scale_penalty = (F.relu(torch.log(vit_rms / VIT_RMS_MAX)).pow(2).mean()
+                     + torch.log(feat_rms.clamp(min=1e-6)).pow(2).mean())
+    x = model.model.transformer.wte(ids)
+    is_patch = ids == model.cfg.image_patch_id
+    x = x.index_put((is_patch,), x[is_patch] + feats)
+    hidden = model(x)
+    logits = model.logits(hidden[:, :-1])
+    target, w = ids[:, 1:].clamp(max=logits.shape[-1] - 1), wts[:, 1:]   # image specials: weight 0
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none").view(b, -1)
+    ce_loss = (ce * w).sum() / w.sum().clamp(min=1e-6)
+    loss = ce_loss + SCALE_PENALTY * scale_penalty
+    with torch.no_grad():
+        pred = logits.argmax(-1)
+        act = w >= 1.5
+        acc = float((pred[act] == target[act]).float().mean()) if act.any() else float("nan")
+    return loss, {"ce": round(float(ce_loss.detach()), 4), "action_token_acc": acc, "image_feature_rms": round(float(feat_rms.detach().mean()), 3)}
+
+
+# ------------------------------------------------------------------------------ the pipeline
+def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = None) -> dict:
+    t0 = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    data_cfg = replace(cfg.data, seed=cfg.seed, image_side=IMAGE_SIDE, progress=True)
+    records = _cached_records(data_cfg, data_cache, log)
+    t_data = time.perf_counter() - t0
+    log(f"{len(records)} steps from {records[-1].episode + 1} episodes in {t_data:.0f} s")
+
+    inv = np.stack([r.inv_depth for r in records])
+    rng = np.random.default_rng(cfg.seed)
+    vq = train_depth_vqvae(inv[rng.permutation(len(inv))[:4000]], replace(cfg.vq, seed=cfg.seed), log=log)
+    codes = encode_all(vq, inv)
+    t_vq = time.perf_counter() - t0 - t_data
+    log(f"depth VQ-VAE trained in {t_vq:.0f} s; {len(np.unique(codes))} codes in use")
+
+    tok = build_tiny_tokenizer(bpe_vocab=cfg.shape.bpe_vocab, embedding_size=cfg.shape.embedding_size,
+                               trained_vocab=cfg.shape.trained_vocab, corpus=tokenizer_corpus(cfg.seed))
+    save_tokenizer(tok, out_dir)
+    (out_dir / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(), indent=2))
+    tokenizer = MolmoActTokenizer.from_dir(out_dir)
+    processor = MolmoActProcessor.from_dir(out_dir, tokenizer)
+    norm_stats = norm_stats_from(records)
+    mcfg = model_config(cfg.shape, norm_stats, tokenizer.ids.im_patch)
+    stats = ActionStats.from_norm_stats(norm_stats, UNNORM_KEY)
+    builder = SampleBuilder(tokenizer, processor, stats, cfg.loss_weights)
+
+    model = MolmoAct(mcfg)
+    _init_(model, cfg.seed)
+    model.to(cfg.device)
+    model.init_rope()
+    model.train()
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model: {n_params / 1e6:.2f} M parameters")
+    one = processor([builder._blank], "x")
+    pooled_one = one.pooled_patches_idx
+    patches = one.crops.shape[1]
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    kinds = ("reason", "reason_alt", "visual")
+    order = rng.permutation(len(records))
+    pos = 0
+    t_train0 = time.perf_counter()
+    history = []
+    for step in range(cfg.steps):
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = []
+        while len(batch) < cfg.batch:
+            if pos >= len(order):
+                order, pos = rng.permutation(len(records)), 0
+            rec = records[order[pos]]
+            pos += 1
+            kind = kinds[int(rng.choice(3, p=cfg.mix))]
+            if kind == "reason_alt" and rec.alt_trace is None:
+                kind = "reason"
+            batch.append(builder.build(rec, codes[order[pos - 1]], kind))
+        loss, info = batch_loss(model, batch, pooled_one, patches, tokenizer.ids.eos, cfg.device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if (step + 1) % cfg.log_every == 0 or step == 0:
+            el = time.perf_counter() - t_train0
+            history.append({"step": step + 1, "loss": round(loss.item(), 4), **info})
+            log(f"step {step + 1}/{cfg.steps} loss {loss.item():.4f} action-token acc "
+                f"{info['action_token_acc']:.3f} image rms {info['image_feature_rms']} lr {lr:.2e} {el / (step + 1):.2f} s/step")
+    t_train = time.perf_counter() - t_train0
+
+    model.eval()
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_weights(state, out_dir, shards=1)
+    cfg_dict = mcfg.to_dict()
+    cfg_dict["training"] = {"script": "python -m app.sim.train", "seed": cfg.seed, "steps": cfg.steps,
+                            "batch": cfg.batch, "records": len(records)}
+    (out_dir / "config.json").write_text(json.dumps(cfg_dict, indent=2))
+    save_depth_decoder(vq.export_decoder(), out_dir / DEPTH_FILES[0])
+    summary = {"records": len(records), "params": n_params, "data_s": round(t_data, 1), "vq_s": round(t_vq, 1),
+               "train_s": round(t_train, 1), "total_s": round(time.perf_counter() - t0, 1),
+               "final_loss": history[-1]["loss"] if history else None}
+    (out_dir / "training_log.json").write_text(json.dumps({"summary": summary, "history": history}, indent=1))
+    log(json.dumps(summary))
+    return summary
+
+
+def _cached_records(data_cfg: DataConfig, cache: Path | None, log) -> list[StepRecord]:
+    """Generate the records, or read them from ``cache`` when it was written for the same config
+    (the data is deterministic, so a rerun with other training settings can skip the rollouts)."""
+    import pickle
+    settings = {k: v for k, v in asdict(data_cfg).items() if k not in ("workers", "progress")}
+    key = json.dumps({**settings, "workers": 0}, sort_keys=True)
+    if cache is not None and cache.is_file():
+        with cache.open("rb") as f:
+            stored_key, records = pickle.load(f)
+        if stored_key == key:
+            log(f"data: {len(records)} steps read from {cache}")
+            return records
+    log(f"generating data: {key}")
+    records = generate(data_cfg)
+    if cache is not None:
+        with cache.open("wb") as f:
+            pickle.dump((key, records), f, protocol=pickle.HIGHEST_PROTOCOL)
+    return records
+
+
+@torch.no_grad()
+def _init_(model: MolmoAct, seed: int) -> None:
+    """GPT-style init: N(0, 0.02) matrices, residual outputs scaled by depth, zero biases, unit norms."""
+    g = torch.Generator().manual_seed(seed)
+    n_layers = model.cfg.llm_config.num_hidden_layers
+    for name, p in model.named_parameters():
+        if name.endswith("norm.weight") or name.endswith("ln_f.weight") or "_norm." in name or \
+                (p.ndim == 1 and "norm" in name):
+            p.fill_(1.0)
+        elif p.ndim < 2:
+            p.zero_()
+        else:
+            std = 0.02 / math.sqrt(2 * n_layers) if name.endswith(("attn_out.weight", "ff_out.weight")) else 0.02
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m app.sim.train", description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="assets/sim-molmoact")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=TrainConfig.steps)
+    p.add_argument("--batch", type=int, default=TrainConfig.batch)
+    p.add_argument("--episodes-per-task", type=int, default=DataConfig.episodes_per_task)
+    p.add_argument("--steer-episodes", type=int, default=DataConfig.steer_episodes)
+    p.add_argument("--vq-steps", type=int, default=VQTrainConfig.steps)
+    p.add_argument("--workers", type=int, default=DataConfig.workers)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the model's training")
+    p.add_argument("--data-cache", type=Path, default=None,
+                   help="pickle of the generated data, reused when the data settings match (outside the repo)")
+    args = p.parse_args(argv)
+    cfg = TrainConfig(seed=args.seed, steps=args.steps, batch=args.batch, device=args.device,
+                      data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
+                                      workers=args.workers),
+                      vq=VQTrainConfig(steps=args.vq_steps))
+    train(cfg, Path(args.out), log=lambda m: print(m, flush=True), data_cache=args.data_cache)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The training data: what the model is shown must be what the decoder shows it at run time."""
+import numpy as np
+import pytest
+
+from app.sim.datagen import (FRONT_SIZE, DataConfig, drawn_pixels, episode_plan, inverse_depth, model_pixels,
+                             run_episode)
+from app.sim.tasks import TASKS
+
+
+@pytest.fixture(scope="module")
+def front_cell():
+    from app.sim.cell import SimCell, SimConfig
+    c = SimCell(SimConfig(front_size=FRONT_SIZE))
+    yield c
+    c.close()
+
+
+def test_stored_pixels_are_the_processors_view(front_cell):
+    """crops from the stored uint8 image == the runtime processor's crops of the same frame."""
+    from app.sim.train import IMAGE_SIDE, crops_of, preprocessor_config
+    from model.decoder import resize_for_model
+    from model.image_processing import ImageProcessingConfig, ImageTokenIds, preprocess_images
+    front_cell.reset(3, "pick_red_cube")
+    rgb, _, _ = front_cell.render("front", *FRONT_SIZE)
+    stored = model_pixels(rgb, IMAGE_SIDE)
+    cfg = ImageProcessingConfig.from_preprocessor_config(preprocessor_config())
+    pre = preprocess_images([resize_for_model(rgb, (256, 256))], cfg, ImageTokenIds(1, 2, 3, 4))
+    np.testing.assert_array_equal(crops_of(stored[None]).numpy(), pre.crops)
+
+
+def test_drawn_view_differs_only_along_the_trace(front_cell):
+    front_cell.reset(3, "pick_red_cube")
+    rgb, _, _ = front_cell.render("front", *FRONT_SIZE)
+    plain = model_pixels(rgb, 168)
+    drawn = drawn_pixels(rgb, np.array([[20, 200], [230, 200]]), 168)
+    changed = np.any(plain != drawn, axis=2)
+    rows = np.nonzero(changed.any(axis=1))[0]
+    assert changed.sum() > 100                       # a visible line
+    assert rows.min() >= 125 and rows.max() <= 140   # y = 200/255 of 168 px ≈ 131: only around it
+
+
+def test_inverse_depth_keeps_invalid_as_zero():
+    d = np.full((48, 64), 2.0, np.float32)
+    d[:, :32] = 0.0
+    inv = inverse_depth(d, 8)
+    assert inv.shape == (8, 8)
+    np.testing.assert_allclose(inv[:, 4:].astype(np.float32), 0.5, rtol=1e-3)
+    assert np.all(inv[:, :4] == 0)
+
+
+def test_episode_records_labels_and_determinism(front_cell):
+    cfg = DataConfig(max_steps=12, alt_prob=1.0)
+    a = run_episode(front_cell, 11, "pick_red_cube", None, cfg, episode=0)
+    b = run_episode(front_cell, 11, "pick_red_cube", None, cfg, episode=0)
+    assert len(a) == 12
+    for ra, rb in zip(a, b):
+        np.testing.assert_array_equal(ra.image, rb.image)
+        np.testing.assert_array_equal(ra.own_action, rb.own_action)
+    first = a[0]
+    assert first.instruction == TASKS["pick_red_cube"].instruction and not first.steer_episode
+    # the expert's trace starts at the TCP; the alt trace is another object's, from the same TCP
+    np.testing.assert_array_equal(first.own_trace[0], first.ee_model)
+    np.testing.assert_array_equal(first.alt_trace[0], first.ee_model)
+    assert not np.array_equal(first.alt_trace[-1], first.own_trace[-1])
+    assert all(np.all((r.own_trace >= 0) & (r.own_trace <= 255)) for r in a)
+    assert all(np.all(np.isfinite(r.own_action)) and r.own_action.shape == (7,) for r in a)
+
+
+def test_steer_episode_executes_another_objects_expert(front_cell):
+    cfg = DataConfig(max_steps=40, alt_prob=0.0)
+    recs = run_episode(front_cell, 5, "pick_red_cube", "pick_yellow_ball", cfg, episode=0)
+    assert all(r.steer_episode and r.instruction == "pick up the red cube" for r in recs)
+    ball, cube = front_cell.object_position("yellow_ball"), front_cell.object_position("red_cube")
+    tcp = front_cell.ee_pose().position
+    assert np.linalg.norm(tcp - ball) < np.linalg.norm(tcp - cube)
+
+
+def test_plan_has_held_out_free_seeds_and_steer_pairs():
+    plan = episode_plan(DataConfig(episodes_per_task=2, steer_episodes=5))
+    assert len(plan) == 2 * len(TASKS) + 5
+    assert len({s for s, _, _ in plan}) == len(plan)
+    assert max(s for s, _, _ in plan) < 100_000                 # the eval's held-out seeds are far above
+    for _, task, executed in plan[-5:]:
+        assert executed is not None and TASKS[executed].target != TASKS[task].target
