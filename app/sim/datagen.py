@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from app.sim import scene
 from app.sim.tasks import TASKS, Expert, Task
 
 FRONT_SIZE = (640, 480)          # the session's default front camera
@@ -183,4 +182,4 @@ def generate(cfg: DataConfig) -> list[StepRecord]:
 
 
 __all__ = ["DataConfig", "StepRecord", "generate", "run_episode", "episode_plan", "model_pixels",
-           "drawn_pixels", "inverse_depth", "PICK_TASKS", "scene"]
+           "drawn_pixels", "inverse_depth", "PICK_TASKS"]

@@ -173,8 +173,7 @@ class SampleBuilder:
             weights.extend([weight] * len(piece))
 
         if kind == "visual":
-            trace, action = (rec.alt_trace, rec.alt_action) if rec.drawn_kind == "alt" else (rec.own_trace,
-                                                                                             rec.own_action)
+            action = rec.alt_action if rec.drawn_kind == "alt" else rec.own_action   # what the drawn trace leads to
             add(gt.steer_action_prefix, w["other"])
             add(self.action_ids(action), w["action"])
             return Example(ids, weights, rec.drawn)
