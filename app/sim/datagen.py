@@ -61,21 +61,24 @@ class StepRecord:
     ee_model: np.ndarray = field(default_factory=lambda: np.zeros(2))   # TCP projected, model space
 
 
+def _stretched(small: np.ndarray, side: int) -> np.ndarray:
+    """The processor's SigLIP bilinear stretch of a decoder-size image, kept as the uint8 it rounds to."""
+    from model.image_processing import siglip_resize
+    return np.rint(siglip_resize(small, (side, side)) * 255.0).astype(np.uint8)
+
+
 def model_pixels(rgb: np.ndarray, side: int) -> np.ndarray:
     """What the processor feeds the ViT, as uint8: INTER_AREA to 256², then the SigLIP bilinear stretch."""
     from model.decoder import resize_for_model
-    from model.image_processing import siglip_resize
-    small = resize_for_model(rgb, MODEL_IMAGE)
-    return np.rint(siglip_resize(small, (side, side)) * 255.0).astype(np.uint8)
+    return _stretched(resize_for_model(rgb, MODEL_IMAGE), side)
 
 
 def drawn_pixels(rgb: np.ndarray, trace: np.ndarray, side: int) -> np.ndarray:
     """As ``steer_visual`` draws: the polyline on the 256² image, then the processor's resize."""
     from model.decoder import DecoderConfig, draw_trace, resize_for_model
-    from model.image_processing import siglip_resize
     small = draw_trace(resize_for_model(rgb, MODEL_IMAGE), [tuple(map(int, p)) for p in trace],
                        DecoderConfig().trace_thickness)
-    return np.rint(siglip_resize(small, (side, side)) * 255.0).astype(np.uint8)
+    return _stretched(small, side)
 
 
 def inverse_depth(depth_m: np.ndarray, side: int = DEPTH_SIZE) -> np.ndarray:

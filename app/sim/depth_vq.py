@@ -51,9 +51,10 @@ class VQTrainConfig:
 
 
 class DepthVQVAE(nn.Module):
-    def __init__(self, cfg: DepthVQVAEConfig = SIM_DEPTH_CONFIG) -> None:
+    def __init__(self, cfg: DepthVQVAEConfig = SIM_DEPTH_CONFIG, commitment: float = 0.25) -> None:
         super().__init__()
         self.cfg = cfg
+        self.commitment = commitment
         self.encoder = DepthEncoder(cfg)
         self.vq = DepthDecoder(cfg)           # codebook + decoder, saved as the runtime loads them
         self.codebook = nn.Parameter(torch.randn(cfg.num_tokens, cfg.codebook_dim) * 0.1)
@@ -73,7 +74,7 @@ class DepthVQVAE(nn.Module):
         z = self.encoder(x)
         codes = self.quantize(z)
         q = self.codebook[codes].permute(0, 3, 1, 2)
-        vq_loss = F.mse_loss(q, z.detach()) + 0.25 * F.mse_loss(z, q.detach())
+        vq_loss = F.mse_loss(q, z.detach()) + self.commitment * F.mse_loss(z, q.detach())
         q_st = z + (q - z).detach()
         recon = self.vq.decoder(q_st)
         return recon, codes, vq_loss
@@ -91,7 +92,7 @@ def train_depth_vqvae(inv_depths: np.ndarray, cfg: VQTrainConfig = VQTrainConfig
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     data = torch.from_numpy(np.asarray(inv_depths, np.float32))[:, None]
-    model = DepthVQVAE()
+    model = DepthVQVAE(commitment=cfg.commitment)
     with torch.no_grad():                       # seed the codebook with encoder outputs
         z = model.encoder(data[torch.randperm(len(data), generator=g)[:64]])
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])

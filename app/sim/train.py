@@ -149,14 +149,13 @@ class SampleBuilder:
         self.stats = stats
         self.w = weights
         self._prompts: dict[tuple[str, str], list[int]] = {}
-        blank = np.zeros((IMAGE_SIDE, IMAGE_SIDE, 3), np.uint8)
-        self._blank = blank
+        self.blank = np.zeros((IMAGE_SIDE, IMAGE_SIDE, 3), np.uint8)   # any image: the token layout is the same
 
     def prompt_ids(self, instruction: str, kind: str) -> list[int]:
         key = (instruction, kind)
         if key not in self._prompts:
             prompt = steering_prompt(instruction, 1) if kind == "visual" else reasoning_prompt(instruction, 1)
-            self._prompts[key] = self.processor([self._blank], prompt).input_ids[0].tolist()
+            self._prompts[key] = self.processor([self.blank], prompt).input_ids[0].tolist()
         return self._prompts[key]
 
     def action_ids(self, action: np.ndarray) -> list[int]:
@@ -234,7 +233,8 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
         pred = logits.argmax(-1)
         act = w >= 1.5
         acc = float((pred[act] == target[act]).float().mean()) if act.any() else float("nan")
-    return loss, {"ce": round(float(ce_loss.detach()), 4), "action_token_acc": acc, "image_feature_rms": round(float(feat_rms.detach().mean()), 3)}
+    return loss, {"ce": round(float(ce_loss.detach()), 4), "action_token_acc": acc,
+                  "image_feature_rms": round(float(feat_rms.detach().mean()), 3)}
 
 
 # ------------------------------------------------------------------------------ the pipeline
@@ -277,7 +277,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params / 1e6:.2f} M parameters")
-    one = processor([builder._blank], "x")
+    one = processor([builder.blank], "x")
     pooled_one = one.pooled_patches_idx
     patches = one.crops.shape[1]
 
@@ -298,12 +298,12 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
         while len(batch) < cfg.batch:
             if pos >= len(order):
                 order, pos = rng.permutation(len(records)), 0
-            rec = records[order[pos]]
+            i = order[pos]
             pos += 1
             kind = kinds[int(rng.choice(3, p=cfg.mix))]
-            if kind == "reason_alt" and rec.alt_trace is None:
+            if kind == "reason_alt" and records[i].alt_trace is None:
                 kind = "reason"
-            batch.append(builder.build(rec, codes[order[pos - 1]], kind))
+            batch.append(builder.build(records[i], codes[i], kind))
         loss, info = batch_loss(model, batch, pooled_one, patches, tokenizer.ids.eos, cfg.device)
         opt.zero_grad(set_to_none=True)
         loss.backward()

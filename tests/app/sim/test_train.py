@@ -108,7 +108,7 @@ def test_training_loop_fits_a_batch(pieces):
     model.init_rope()
     batch = [builder.build(r, np.arange(100) % 7, k) for r, k in zip(recs, ("reason", "visual", "reason_alt",
                                                                             "reason"))]
-    one = processor([builder._blank], "x")
+    one = processor([builder.blank], "x")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):
