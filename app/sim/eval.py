@@ -106,13 +106,13 @@ class Evaluator:
     def close(self) -> None:
         self.cell.close()
 
-    def _observe(self, instruction: str):
+    def observe(self, instruction: str):
         from model.reasoning import Observation
         w, h = FRONT_SIZE
         rgb, depth, _ = self.cell.render("front", w, h)
         return Observation([rgb], instruction, self.unnorm_key), depth
 
-    def _send(self, action: np.ndarray) -> None:
+    def send(self, action: np.ndarray) -> None:
         self.cell.step(self.adapter.map(action))
 
     def run_reason(self, task_name: str, seed: int) -> EpisodeResult:
@@ -121,7 +121,7 @@ class Evaluator:
         shadow = Expert(task, cell)           # the expert's trace at each state the model reaches
         res = EpisodeResult(task_name, seed, "reason")
         for step in range(MAX_STEPS[task.kind]):
-            obs, depth = self._observe(task.instruction)
+            obs, depth = self.observe(task.instruction)
             r = self.decoder.reason(obs)
             res.reason_ms.append(r.timings_ms["total"])
             ref = shadow.act().trace
@@ -130,7 +130,7 @@ class Evaluator:
             res.first_point_errors.append(float(np.linalg.norm(to_pixels(r.trace[:1], w, h)[0] - ee)))
             if r.depth_map is not None:
                 res.depth_abs_rel.append(depth_abs_rel(r.depth_map.relative, depth))
-            self._send(r.action)
+            self.send(r.action)
             res.steps = step + 1
             if task.success(cell):
                 res.success = res.success_xy = True
@@ -144,7 +144,7 @@ class Evaluator:
         operator = Expert(target, cell)       # draws the trace onto B and keeps it there
         res = EpisodeResult(task_name, seed, mode, target=target.target)
         for step in range(STEER_STEPS):
-            obs, _ = self._observe(task.instruction)
+            obs, _ = self.observe(task.instruction)
             trace = [tuple(map(int, p)) for p in operator.act().trace]
             if mode == "steer_text":
                 r0 = self.decoder.reason(obs)
@@ -153,7 +153,7 @@ class Evaluator:
             else:
                 r = self.decoder.steer_visual(obs, trace)
             res.steer_ms.append(r.timings_ms["total"])
-            self._send(r.action)
+            self.send(r.action)
             res.steps = step + 1
             if target.success(cell):          # B lifted: the gripper holds it
                 break
@@ -196,8 +196,8 @@ def _run_jobs(args: tuple[str, str, list[tuple[str, int, str]]]) -> list[dict]:
 
 
 def summarize(results: list[dict]) -> dict:
-    def rate(rows):
-        return round(float(np.mean([r["success"] for r in rows])), 3) if rows else None
+    def rate(rows, key="success"):
+        return round(float(np.mean([r[key] for r in rows])), 3) if rows else None
 
     def med(key, rows):
         vals = [v for r in rows for v in r[key]]
@@ -218,8 +218,8 @@ def summarize(results: list[dict]) -> dict:
         "per_task": per_task,
         "steering_compliance_text": rate(text),
         "steering_compliance_visual": rate(visual),
-        "steering_compliance_text_xy": round(float(np.mean([r["success_xy"] for r in text])), 3) if text else None,
-        "steering_compliance_visual_xy": round(float(np.mean([r["success_xy"] for r in visual])), 3) if visual else None,
+        "steering_compliance_text_xy": rate(text, "success_xy"),
+        "steering_compliance_visual_xy": rate(visual, "success_xy"),
         "trace_error_px": mean("trace_errors", reason),
         "first_point_error_px": mean("first_point_errors", reason),
         "depth_abs_rel": mean("depth_abs_rel", reason),

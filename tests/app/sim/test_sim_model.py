@@ -21,20 +21,10 @@ pytestmark = pytest.mark.skipif(not BUNDLED.is_dir(), reason="assets/sim-molmoac
 
 @pytest.fixture(scope="module")
 def station():
-    from app.devices.action_adapter import ActionAdapter
-    from app.sim.cell import SimCell, SimConfig
-    from model.checkpoint import load_checkpoint
-    from model.decoder import MolmoActDecoder
-    ck = load_checkpoint(BUNDLED)
-    cell = SimCell(SimConfig(front_size=FRONT_SIZE))
-    yield MolmoActDecoder(ck), ActionAdapter.for_arm("sim", "sim"), cell
-    cell.close()
-
-
-def observe(cell, instruction):
-    from model.reasoning import Observation
-    rgb, _, _ = cell.render("front", *FRONT_SIZE)
-    return Observation([rgb], instruction, "sim")
+    from app.sim.eval import Evaluator
+    ev = Evaluator(BUNDLED)
+    yield ev
+    ev.close()
 
 
 def test_bundled_checkpoint_is_small_safetensors_and_says_how_it_was_made():
@@ -47,27 +37,28 @@ def test_bundled_checkpoint_is_small_safetensors_and_says_how_it_was_made():
 
 
 def test_closed_loop_first_waypoint_follows_the_gripper(station):
-    decoder, adapter, cell = station
+    decoder, cell = station.decoder, station.cell
     task = TASKS["pick_red_cube"]
     cell.reset(HELD_OUT_BASE + 17, task)
     w, h = FRONT_SIZE
     start = np.linalg.norm((cell.ee_pose().position - cell.object_position(task.target))[:2])
     for _ in range(8):
-        r = decoder.reason(observe(cell, task.instruction))
+        obs, _ = station.observe(task.instruction)
+        r = decoder.reason(obs)
         ee = cell.project(cell.ee_pose().position[None], w, h)[0]
         first = to_pixels(r.trace[:1], w, h)[0]
         assert np.linalg.norm(first - ee) < FIRST_POINT_TOLERANCE_PX, (r.trace, ee)
         assert len(r.depth_codes) == 100 and np.all(np.isfinite(r.action))
-        cell.step(adapter.map(r.action))
+        station.send(r.action)
     end = np.linalg.norm((cell.ee_pose().position - cell.object_position(task.target))[:2])
     assert end < start - 0.05            # it went for the red cube
 
 
 def test_dragged_trace_moves_the_action_toward_it(station):
     """The same frame, the trace dragged onto two different objects: each action heads for its object."""
-    decoder, _, cell = station
+    decoder, cell = station.decoder, station.cell
     cell.reset(HELD_OUT_BASE + 23, "pick_red_cube")
-    obs = observe(cell, "pick up the red cube")
+    obs, _ = station.observe("pick up the red cube")
     decoder.reason(obs)
     tcp = cell.ee_pose().position
     for target in ("pick_yellow_ball", "pick_green_cylinder", "pick_blue_block"):
