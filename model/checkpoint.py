@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from dataclasses import dataclass
@@ -227,11 +228,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
 
 # -- random weights ------------------------------------------------------------------------
 @torch.no_grad()
-def init_random_(model: MolmoAct, seed: int, std: float = 0.02) -> MolmoAct:
+def init_random_(model: MolmoAct, seed: int, std: float = 0.02, scale_residual: bool = False) -> MolmoAct:
     """Deterministic random weights: N(0, std) matrices, zero biases, unit norm weights.
 
+    ``scale_residual`` (GPT-2 style, for training from scratch): the LLM's residual-branch outputs
+    (``attn_out``, ``ff_out``) get std / sqrt(2 * layers), so the residual stream does not grow with depth.
     Sampled on each parameter's own device (8B numbers drawn on a CPU would take minutes for a GPU run).
     """
+    residual_std = std / math.sqrt(2 * model.cfg.llm_config.num_hidden_layers) if scale_residual else std
     gens: dict[torch.device, torch.Generator] = {}
     for name, p in model.named_parameters():
         if name.endswith("norm.weight") or name.endswith("ln_f.weight") or "_norm." in name:
@@ -242,7 +246,8 @@ def init_random_(model: MolmoAct, seed: int, std: float = 0.02) -> MolmoAct:
             gen = gens.get(p.device)
             if gen is None:
                 gen = gens[p.device] = torch.Generator(device=p.device).manual_seed(seed)
-            sample = torch.randn(p.shape, generator=gen, dtype=torch.float32, device=p.device) * std
+            scale = residual_std if name.endswith(("attn_out.weight", "ff_out.weight")) else std
+            sample = torch.randn(p.shape, generator=gen, dtype=torch.float32, device=p.device) * scale
             p.copy_(sample.to(p.dtype))
     return model
 

@@ -192,14 +192,16 @@ class MolmoAct(nn.Module):
             return x
         if input_ids.shape[0] != 1:
             raise ValueError("image inputs are supported for batch size 1")
-        feats = self.model.vision_backbone(crops, pooled_patches_idx)
-        is_patch = input_ids[0] == self.cfg.image_patch_id
+        return self.add_image_features(x, input_ids, self.model.vision_backbone(crops, pooled_patches_idx))
+
+    def add_image_features(self, x: torch.Tensor, input_ids: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """``x`` with ``feats`` (one row per ``<im_patch>`` token, in row-major token order over the batch)
+        added at those tokens; the training loop calls it with a whole batch."""
+        is_patch = input_ids == self.cfg.image_patch_id
         n = int(is_patch.sum())
         if n != feats.shape[0]:
             raise ValueError(f"{n} <im_patch> tokens but {feats.shape[0]} pooled image features")
-        x = x.clone()
-        x[0, is_patch] += feats.to(x.dtype)
-        return x
+        return x.index_put((is_patch,), x[is_patch] + feats.to(x.dtype))
 
     def forward(self, embeds: torch.Tensor, input_pos: torch.Tensor | None = None,
                 cache: KVCache | None = None, kv_len: int | None = None) -> torch.Tensor:

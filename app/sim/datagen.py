@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from app.sim import scene
 from app.sim.tasks import TASKS, Expert, Task
 
 FRONT_SIZE = (640, 480)          # the session's default front camera
@@ -29,6 +30,7 @@ DEPTH_SIZE = 80                  # the depth VQ-VAE's input side
 PICK_TASKS = tuple(name for name, t in TASKS.items() if t.kind == "pick")
 TRANSIT_M = 0.04                 # executed-action noise only this far from the expert's waypoint
 EXTRA_DONE_STEPS = 3             # steps recorded after the expert finished: hold still when done
+LOCATED = (*scene.OBJECTS, scene.BOWL)   # what ``StepRecord.objects_model`` locates, in this order
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class StepRecord:
     alt_trace: np.ndarray | None = None
     alt_action: np.ndarray | None = None
     ee_model: np.ndarray = field(default_factory=lambda: np.zeros(2))   # TCP projected, model space
+    objects_model: np.ndarray | None = None   # [len(LOCATED), 2] their centres projected, model space
 
 
 def _stretched(small: np.ndarray, side: int) -> np.ndarray:
@@ -129,12 +132,15 @@ def run_episode(cell, seed: int, task_name: str, executed: str | None, cfg: Data
         drawn_kind = "alt" if (alt_trace is not None and not executed and rng.random() < 0.5) else "own"
         drawn_trace = alt_trace if drawn_kind == "alt" else step.trace
         ee = cell.to_model_space(cell.project(cell.ee_pose().position[None], w, h), w, h)[0]
+        located = np.stack([cell.object_position(n) for n in LOCATED])
+        objects = cell.to_model_space(cell.project(located, w, h), w, h)
         records.append(StepRecord(
             task=task.name, instruction=task.instruction, episode=episode, steer_episode=executed is not None,
             image=model_pixels(rgb, cfg.image_side), drawn=drawn_pixels(rgb, drawn_trace, cfg.image_side),
             drawn_kind=drawn_kind, inv_depth=inverse_depth(depth), own_trace=np.asarray(step.trace),
             own_action=np.asarray(step.action, float), alt_trace=None if alt_trace is None else np.asarray(alt_trace),
-            alt_action=None if alt_action is None else np.asarray(alt_action, float), ee_model=ee))
+            alt_action=None if alt_action is None else np.asarray(alt_action, float), ee_model=ee,
+            objects_model=objects))
         if step.done:
             done_steps += 1
             if done_steps > EXTRA_DONE_STEPS:

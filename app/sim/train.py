@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from app.sim.datagen import DataConfig, StepRecord, generate
+from app.sim.datagen import LOCATED, DataConfig, StepRecord, generate
 from app.sim.depth_vq import VQTrainConfig, encode_all, train_depth_vqvae
 from app.sim.tasks import TASKS
 from model.actions import ActionStats, ActionTokenizer, encode_actions
-from model.checkpoint import DEPTH_FILES, preprocessor_config_dict, save_weights
+from model.checkpoint import DEPTH_FILES, init_random_, preprocessor_config_dict, save_weights
 from model.config import AdapterConfig, LlmConfig, MolmoActConfig, VitConfig
 from model.depth import save_depth_decoder
 from model.grammar import GrammarTokens
@@ -46,6 +47,7 @@ UNNORM_KEY = "sim"                 # the action adapter's preset for the simulat
 IMAGE_SIDE = 168                   # 12x12 patches of 14 px → 6x6 pooled image tokens
 VIT_RMS_MAX = 4.0
 SCALE_PENALTY = 0.1
+PROBE_WEIGHT = 0.5                 # the training-only location probe's loss (see LocationProbe)
 
 
 @dataclass
@@ -63,14 +65,19 @@ class ModelShape:
 @dataclass
 class TrainConfig:
     seed: int = 0
-    steps: int = 2400
+    steps: int = 3600
     batch: int = 16
     lr: float = 2e-3
     warmup: int = 150
     weight_decay: float = 0.01
-    mix: tuple[float, float, float] = (0.45, 0.2, 0.35)   # reason, reason_alt, visual
-    loss_weights: dict[str, float] = field(default_factory=lambda: {"depth": 0.5, "trace": 1.0, "action": 2.0,
+    mix: tuple[float, float, float] = (0.45, 0.25, 0.3)   # reason, reason_alt, visual
+    # per answer token; 100 depth tokens at 0.25 still outweigh a ~20-token trace at 2.0
+    loss_weights: dict[str, float] = field(default_factory=lambda: {"depth": 0.25, "trace": 2.0, "action": 2.0,
                                                                     "other": 0.2})
+    probe_weight: float = PROBE_WEIGHT
+    vision_steps: int = 2000       # stage 1: vision tower + location probe only (see pretrain_vision)
+    vision_lr: float = 2e-3
+    clip: float = 0.5              # gradient-norm clip; at 1.0 the from-scratch ViT diverges at lr 2e-3
     data: DataConfig = field(default_factory=DataConfig)
     vq: VQTrainConfig = field(default_factory=VQTrainConfig)
     shape: ModelShape = field(default_factory=ModelShape)
@@ -138,6 +145,7 @@ class Example:
     ids: list[int]
     weights: list[float]           # loss weight of predicting ids[i] (index aligned with ids)
     image: np.ndarray              # uint8 [S, S, 3]
+    located: np.ndarray | None = None   # [len(LOCATED) + 1, 2] model space: the objects, the bowl, the TCP
 
 
 class SampleBuilder:
@@ -163,6 +171,8 @@ class SampleBuilder:
 
     def build(self, rec: StepRecord, codes: np.ndarray, kind: str) -> Example:
         gt, w = self.gt, self.w
+        located = None if rec.objects_model is None else \
+            np.concatenate([rec.objects_model, np.asarray(rec.ee_model)[None]]).astype(np.float32)
         prompt = self.prompt_ids(rec.instruction, kind)
         ids = list(prompt)
         weights = [0.0] * len(prompt)
@@ -175,7 +185,7 @@ class SampleBuilder:
             action = rec.alt_action if rec.drawn_kind == "alt" else rec.own_action   # what the drawn trace leads to
             add(gt.steer_action_prefix, w["other"])
             add(self.action_ids(action), w["action"])
-            return Example(ids, weights, rec.drawn)
+            return Example(ids, weights, rec.drawn, located)
         alt = kind == "reason_alt"
         trace, action = (rec.alt_trace, rec.alt_action) if alt else (rec.own_trace, rec.own_action)
         # a steer episode's own trace is not the instruction's either: no trace loss there
@@ -186,7 +196,54 @@ class SampleBuilder:
         add(gt.trace_ids([tuple(map(int, p)) for p in trace]), trace_w)
         add(gt.action_prefix, w["other"])
         add(self.action_ids(action), w["action"])
-        return Example(ids, weights, rec.image)
+        return Example(ids, weights, rec.image, located)
+
+
+class LocationProbe(nn.Module):
+    """Training-only auxiliary head, not part of the checkpoint: from each image token's feature (what
+    the LLM receives) say which of the objects, the bowl and the TCP lie in that token's cell, where in
+    the cell, and where the cell itself is (DETR-style local targets).
+
+    Trained from scratch on a few thousand scenes, the model first learns the answer's average and
+    ignores the image: the trace tokens' gradient reaches the vision tower only through attention that
+    has not yet learned where to look. Local targets are what a patch can see, so the vision tower
+    learns them quickly, and the LLM can then read "red cube here, this far into the cell, this cell"
+    from one token.
+    """
+
+    def __init__(self, width: int, things: int, grid: int) -> None:
+        super().__init__()
+        self.things, self.grid = things, grid
+        self.head = nn.Linear(width, 3 * things + 2)
+        cell = 256.0 / grid
+        rows, cols = np.divmod(np.arange(grid * grid), grid)
+        self.register_buffer("centres", torch.tensor(np.stack([(cols + 0.5) * cell, (rows + 0.5) * cell], 1),
+                                                     dtype=torch.float32), persistent=False)
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """feats [B * grid², width] → presence logits [B, T, K], offsets [B, T, K, 2], cell centre [B, T, 2]."""
+        k, t = self.things, self.grid * self.grid
+        out = self.head(feats.float()).view(-1, t, 3 * k + 2)
+        return out[..., :k], out[..., k:3 * k].reshape(-1, t, k, 2), out[..., 3 * k:]
+
+    def loss(self, feats: torch.Tensor, located: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """located [B, K, 2] model space (0..255) → (loss, mean read-out error in model units per thing)."""
+        cell = 256.0 / self.grid
+        presence, offsets, centre = self(feats)
+        col_row = (located / cell).floor().clamp(0, self.grid - 1)
+        token = (col_row[..., 1] * self.grid + col_row[..., 0]).long()                         # [B, K]
+        present = (token[:, None, :] == torch.arange(self.grid ** 2, device=feats.device)[None, :, None]).float()
+        true_off = (located[:, None] - self.centres[None, :, None]) / cell                      # [B, T, K, 2]
+        loss_presence = F.binary_cross_entropy_with_logits(
+            presence, present, pos_weight=torch.tensor(float(self.grid), device=feats.device))
+        loss_offset = ((offsets - true_off).pow(2).sum(-1) * present).sum() / present.sum()
+        loss_centre = F.mse_loss(centre, ((self.centres - 128.0) / 64.0).expand_as(centre))
+        with torch.no_grad():                       # what one token tells: the most present cell + its offset
+            best = presence.argmax(1)                                                       # [B, K]
+            b_idx, k_idx = torch.arange(best.shape[0])[:, None], torch.arange(self.things)[None]
+            guess = self.centres[best] + offsets[b_idx, best, k_idx] * cell
+            error = (guess - located).norm(dim=-1).mean(0)
+        return loss_presence + loss_offset + loss_centre, error
 
 
 def crops_of(images: np.ndarray) -> torch.Tensor:
@@ -195,18 +252,12 @@ def crops_of(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(patchify(x, 14)))
 
 
-def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tensor, patches: int,
-               pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, dict[str, float]]:
-    """Teacher-forced weighted cross-entropy of a batch (right-padded; causal so padding is inert)."""
-    b = len(examples)
-    s = max(len(e.ids) for e in examples)
-    ids = torch.full((b, s), pad_id, dtype=torch.long)
-    wts = torch.zeros(b, s)
-    for i, e in enumerate(examples):
-        ids[i, :len(e.ids)] = torch.tensor(e.ids)
-        wts[i, :len(e.ids)] = torch.tensor(e.weights)
-    ids, wts = ids.to(device), wts.to(device)
-    crops = crops_of(np.stack([e.image for e in examples])).to(device)
+def image_features(model: MolmoAct, images: np.ndarray, pooled_one: torch.Tensor, patches: int,
+                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 [B, S, S, 3] → the image tokens' features [B * tokens, llm_width] (batch order), the scale
+    guard's penalty, and the features' RMS."""
+    b = len(images)
+    crops = crops_of(images).to(device)
     pooled = torch.cat([pooled_one + i * patches for i in range(b)], 0).to(device)
     vb = model.model.vision_backbone
     vit = vb.encode(crops)                                   # the pieces of vb.forward, to see their scale
@@ -220,21 +271,86 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
     feat_rms = feats.float().pow(2).mean(-1).sqrt()
     scale_penalty = (F.relu(torch.log(vit_rms / VIT_RMS_MAX)).pow(2).mean()
                      + torch.log(feat_rms.clamp(min=1e-6)).pow(2).mean())
-    x = model.model.transformer.wte(ids)
-    is_patch = ids == model.cfg.image_patch_id
-    x = x.index_put((is_patch,), x[is_patch] + feats)
-    hidden = model(x)
+    return feats, scale_penalty, feat_rms
+
+
+def pretrain_vision(model: MolmoAct, probe: LocationProbe, records: list[StepRecord], cfg: "TrainConfig",
+                    pooled_one: torch.Tensor, patches: int, log=print) -> list[dict]:
+    """Stage 1: the vision tower and the probe alone (no LLM: about a fifth of a full step's cost), so
+    that the image tokens say where things are before the LLM starts learning to read them."""
+    rng = np.random.default_rng(cfg.seed + 2)
+    vb = model.model.vision_backbone
+    params = list(vb.parameters()) + list(probe.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.vision_lr, betas=(0.9, 0.98), weight_decay=0.0)
+    history = []
+    t0 = time.perf_counter()
+    for step in range(cfg.vision_steps):
+        lr = cfg.vision_lr * min(1.0, (step + 1) / 100) * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * step / cfg.vision_steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        picks = rng.choice(len(records), cfg.batch, replace=False)
+        images = np.stack([records[i].drawn if rng.random() < 0.3 else records[i].image for i in picks])
+        located = np.stack([np.concatenate([records[i].objects_model, np.asarray(records[i].ee_model)[None]])
+                            for i in picks]).astype(np.float32)
+        feats, scale_penalty, _ = image_features(model, images, pooled_one, patches, cfg.device)
+        probe_loss, error = probe.loss(feats, torch.from_numpy(located).to(cfg.device))
+        loss = probe_loss + SCALE_PENALTY * scale_penalty
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+        opt.step()
+        if (step + 1) % (2 * cfg.log_every) == 0 or step + 1 == cfg.vision_steps:
+            history.append({"step": step + 1, "probe_loss": round(float(probe_loss), 4),
+                            "probe_error": [round(float(e), 1) for e in error]})
+            log(f"vision step {step + 1}/{cfg.vision_steps} probe loss {float(probe_loss):.3f} read-out error "
+                f"{[round(float(e), 1) for e in error]} (model units; {LOCATED + ('tcp',)}) "
+                f"{(time.perf_counter() - t0) / (step + 1):.2f} s/step")
+    return history
+
+
+def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tensor, patches: int,
+               pad_id: int, device: torch.device | str = "cpu", probe: LocationProbe | None = None,
+               probe_weight: float = PROBE_WEIGHT) -> tuple[torch.Tensor, dict[str, float]]:
+    """Teacher-forced weighted cross-entropy of a batch (right-padded; causal so padding is inert)."""
+    b = len(examples)
+    s = max(len(e.ids) for e in examples)
+    ids = torch.full((b, s), pad_id, dtype=torch.long)
+    wts = torch.zeros(b, s)
+    for i, e in enumerate(examples):
+        ids[i, :len(e.ids)] = torch.tensor(e.ids)
+        wts[i, :len(e.ids)] = torch.tensor(e.weights)
+    ids, wts = ids.to(device), wts.to(device)
+    feats, scale_penalty, feat_rms = image_features(model, np.stack([e.image for e in examples]), pooled_one,
+                                                    patches, device)
+    hidden = model(model.add_image_features(model.model.transformer.wte(ids), ids, feats))
     logits = model.logits(hidden[:, :-1])
     target, w = ids[:, 1:].clamp(max=logits.shape[-1] - 1), wts[:, 1:]   # image specials: weight 0
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none").view(b, -1)
     ce_loss = (ce * w).sum() / w.sum().clamp(min=1e-6)
     loss = ce_loss + SCALE_PENALTY * scale_penalty
+    info: dict[str, float] = {}
+    if probe is not None and all(e.located is not None for e in examples):
+        probe_loss, error = probe.loss(feats, torch.from_numpy(np.stack([e.located for e in examples])).to(device))
+        loss = loss + probe_weight * probe_loss
+        info["probe_loss"] = round(float(probe_loss.detach()), 4)
+        info["probe_error"] = round(float(error.mean()), 2)
     with torch.no_grad():
         pred = logits.argmax(-1)
-        act = w >= 1.5
+        act = w >= 1.0                                       # trace and action tokens (not depth, not fixed text)
         acc = float((pred[act] == target[act]).float().mean()) if act.any() else float("nan")
-    return loss, {"ce": round(float(ce_loss.detach()), 4), "action_token_acc": acc,
-                  "image_feature_rms": round(float(feat_rms.detach().mean()), 3)}
+    return loss, {"ce": round(float(ce_loss.detach()), 4), "trace_action_token_acc": acc,
+                  "image_feature_rms": round(float(feat_rms.detach().mean()), 3), **info}
+
+
+@torch.no_grad()
+def image_reliance(model: MolmoAct, examples: list[Example], pooled_one: torch.Tensor, patches: int,
+                   pad_id: int, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Teacher-forced CE with each example's own image against the same answers with the images rolled
+    by one in the batch: a model that ignores its image scores the same on both (gain 0)."""
+    own = batch_loss(model, examples, pooled_one, patches, pad_id, device)[1]["ce"]
+    rolled = [Example(e.ids, e.weights, examples[i - 1].image) for i, e in enumerate(examples)]
+    other = batch_loss(model, rolled, pooled_one, patches, pad_id, device)[1]["ce"]
+    return {"val_ce": own, "val_ce_wrong_image": other, "image_gain": round(other - own, 4)}
 
 
 # ------------------------------------------------------------------------------ the pipeline
@@ -271,7 +387,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     builder = SampleBuilder(tokenizer, processor, stats, cfg.loss_weights)
 
     model = MolmoAct(mcfg)
-    _init_(model, cfg.seed)
+    init_random_(model, cfg.seed, scale_residual=True)
     model.to(cfg.device)
     model.init_rope()
     model.train()
@@ -281,11 +397,24 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     pooled_one = one.pooled_patches_idx
     patches = one.crops.shape[1]
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    probe = None
+    if cfg.probe_weight > 0 and records[0].objects_model is not None:
+        probe = LocationProbe(cfg.shape.llm_width, len(LOCATED) + 1, IMAGE_SIDE // 28).to(cfg.device)
+        probe.head.weight.data.copy_(torch.randn(probe.head.weight.shape, generator=torch.Generator()
+                                                 .manual_seed(cfg.seed)) * 0.02)
+        probe.head.bias.data.zero_()
+    t_vision0 = time.perf_counter()
+    vision_history = pretrain_vision(model, probe, records, cfg, pooled_one, patches, log) \
+        if probe is not None and cfg.vision_steps > 0 else []
+    t_vision = time.perf_counter() - t_vision0
+    params = list(model.named_parameters()) + (list(probe.named_parameters()) if probe else [])
+    decay = [p for n, p in params if p.ndim >= 2]
+    no_decay = [p for n, p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     kinds = ("reason", "reason_alt", "visual")
+    val_rng = np.random.default_rng(cfg.seed + 1)
+    val = [builder.build(records[i], codes[i], "reason") for i in val_rng.choice(len(records), 32, replace=False)]
     order = rng.permutation(len(records))
     pos = 0
     t_train0 = time.perf_counter()
@@ -304,16 +433,19 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
             if kind == "reason_alt" and records[i].alt_trace is None:
                 kind = "reason"
             batch.append(builder.build(records[i], codes[i], kind))
-        loss, info = batch_loss(model, batch, pooled_one, patches, tokenizer.ids.eos, cfg.device)
+        loss, info = batch_loss(model, batch, pooled_one, patches, tokenizer.ids.eos, cfg.device, probe,
+                                cfg.probe_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.clip)
         opt.step()
         if (step + 1) % cfg.log_every == 0 or step == 0:
             el = time.perf_counter() - t_train0
+            if (step + 1) % (4 * cfg.log_every) == 0 or step + 1 == cfg.steps:
+                info.update(image_reliance(model, val, pooled_one, patches, tokenizer.ids.eos, cfg.device))
             history.append({"step": step + 1, "loss": round(loss.item(), 4), **info})
-            log(f"step {step + 1}/{cfg.steps} loss {loss.item():.4f} action-token acc "
-                f"{info['action_token_acc']:.3f} image rms {info['image_feature_rms']} lr {lr:.2e} {el / (step + 1):.2f} s/step")
+            log(f"step {step + 1}/{cfg.steps} loss {loss.item():.4f} lr {lr:.2e} {el / (step + 1):.2f} s/step "
+                + " ".join(f"{k} {v:.3f}" for k, v in info.items()))
     t_train = time.perf_counter() - t_train0
 
     model.eval()
@@ -321,13 +453,15 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     save_weights(state, out_dir, shards=1)
     cfg_dict = mcfg.to_dict()
     cfg_dict["training"] = {"script": "python -m app.sim.train", "seed": cfg.seed, "steps": cfg.steps,
+                            "vision_steps": cfg.vision_steps if probe is not None else 0,
                             "batch": cfg.batch, "records": len(records)}
     (out_dir / "config.json").write_text(json.dumps(cfg_dict, indent=2))
     save_depth_decoder(vq.export_decoder(), out_dir / DEPTH_FILES[0])
     summary = {"records": len(records), "params": n_params, "data_s": round(t_data, 1), "vq_s": round(t_vq, 1),
-               "train_s": round(t_train, 1), "total_s": round(time.perf_counter() - t0, 1),
+               "vision_s": round(t_vision, 1), "train_s": round(t_train, 1), "total_s": round(time.perf_counter() - t0, 1),
                "final_loss": history[-1]["loss"] if history else None}
-    (out_dir / "training_log.json").write_text(json.dumps({"summary": summary, "history": history}, indent=1))
+    (out_dir / "training_log.json").write_text(json.dumps({"summary": summary, "vision_history": vision_history,
+                                                              "history": history}, indent=1))
     log(json.dumps(summary))
     return summary
 
@@ -352,22 +486,6 @@ def _cached_records(data_cfg: DataConfig, cache: Path | None, log) -> list[StepR
     return records
 
 
-@torch.no_grad()
-def _init_(model: MolmoAct, seed: int) -> None:
-    """GPT-style init: N(0, 0.02) matrices, residual outputs scaled by depth, zero biases, unit norms."""
-    g = torch.Generator().manual_seed(seed)
-    n_layers = model.cfg.llm_config.num_hidden_layers
-    for name, p in model.named_parameters():
-        if name.endswith("norm.weight") or name.endswith("ln_f.weight") or "_norm." in name or \
-                (p.ndim == 1 and "norm" in name):
-            p.fill_(1.0)
-        elif p.ndim < 2:
-            p.zero_()
-        else:
-            std = 0.02 / math.sqrt(2 * n_layers) if name.endswith(("attn_out.weight", "ff_out.weight")) else 0.02
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.sim.train", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="assets/sim-molmoact")
@@ -377,12 +495,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes-per-task", type=int, default=DataConfig.episodes_per_task)
     p.add_argument("--steer-episodes", type=int, default=DataConfig.steer_episodes)
     p.add_argument("--vq-steps", type=int, default=VQTrainConfig.steps)
+    p.add_argument("--vision-steps", type=int, default=TrainConfig.vision_steps)
     p.add_argument("--workers", type=int, default=DataConfig.workers)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the model's training")
     p.add_argument("--data-cache", type=Path, default=None,
                    help="pickle of the generated data, reused when the data settings match (outside the repo)")
     args = p.parse_args(argv)
     cfg = TrainConfig(seed=args.seed, steps=args.steps, batch=args.batch, device=args.device,
+                      vision_steps=args.vision_steps,
                       data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
                                       workers=args.workers),
                       vq=VQTrainConfig(steps=args.vq_steps))

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from app.sim.datagen import (FRONT_SIZE, DataConfig, drawn_pixels, episode_plan, inverse_depth, model_pixels,
+from app.sim.datagen import (FRONT_SIZE, LOCATED, DataConfig, drawn_pixels, episode_plan, inverse_depth, model_pixels,
                              run_episode)
 from app.sim.tasks import TASKS
 
@@ -64,6 +64,11 @@ def test_episode_records_labels_and_determinism(front_cell):
     assert not np.array_equal(first.alt_trace[-1], first.own_trace[-1])
     assert all(np.all((r.own_trace >= 0) & (r.own_trace <= 255)) for r in a)
     assert all(np.all(np.isfinite(r.own_action)) and r.own_action.shape == (7,) for r in a)
+    # the located objects are where the image shows them: the red cube's point is red in the model's view
+    assert first.objects_model.shape == (len(LOCATED), 2)
+    x, y = np.rint(first.objects_model[LOCATED.index("red_cube")] / 255 * (first.image.shape[0] - 1)).astype(int)
+    r, g, bl = first.image[y, x].astype(int)
+    assert r > 120 and r > 2 * g and r > 2 * bl, first.image[y, x]
 
 
 def test_steer_episode_executes_another_objects_expert(front_cell):

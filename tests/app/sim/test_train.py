@@ -1,13 +1,15 @@
 """Training targets follow the runtime's grammar, and the training loop really trains."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from app.sim.datagen import StepRecord
-from app.sim.train import (IMAGE_SIDE, ModelShape, SampleBuilder, TrainConfig, UNNORM_KEY, batch_loss, model_config,
-                           norm_stats_from, preprocessor_config, tokenizer_corpus)
+from app.sim.train import (IMAGE_SIDE, LocationProbe, ModelShape, SampleBuilder, TrainConfig, UNNORM_KEY, batch_loss,
+                           image_reliance, model_config, norm_stats_from, preprocessor_config, tokenizer_corpus)
+from model.checkpoint import init_random_
 from model.actions import ActionStats, ActionTokenizer
 from model.grammar import parse_answer_ids, replay, steer_visual_program
 from model.molmoact import MolmoAct
@@ -26,7 +28,8 @@ def record(i: int, alt: bool = True) -> StepRecord:
                       image=img, drawn=img[::-1].copy(), drawn_kind="alt" if alt else "own",
                       inv_depth=np.zeros((80, 80), np.float16), own_trace=own, own_action=action,
                       alt_trace=np.array([[100, 120], [40, 60]]) if alt else None,
-                      alt_action=np.array([-0.02, 0.03, 0.0, 0.0, 0.0, 0.0, 0.0]) if alt else None)
+                      alt_action=np.array([-0.02, 0.03, 0.0, 0.0, 0.0, 0.0, 0.0]) if alt else None,
+                      ee_model=own[0], objects_model=rng.integers(0, 256, (5, 2)))
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +106,7 @@ def test_training_loop_fits_a_batch(pieces):
     tokenizer, processor, stats_dict, _, builder, recs = pieces
     torch.manual_seed(0)
     model = MolmoAct(model_config(SMALL, stats_dict, tokenizer.ids.im_patch))
-    from app.sim.train import _init_
-    _init_(model, 0)
+    init_random_(model, 0, scale_residual=True)
     model.init_rope()
     batch = [builder.build(r, np.arange(100) % 7, k) for r, k in zip(recs, ("reason", "visual", "reason_alt",
                                                                             "reason"))]
@@ -121,6 +123,76 @@ def test_training_loop_fits_a_batch(pieces):
     assert info["image_feature_rms"] < 5.0                 # the scale guard keeps image features from exploding
 
 
+def test_location_probe_reads_back_a_perfect_answer():
+    """The probe's read-out (most present cell + its offset) recovers the points from exact local targets."""
+    probe = LocationProbe(8, 2, 6)
+    located = torch.tensor([[[10.0, 250.0], [128.0, 100.0]]])
+    cell = 256 / 6
+    token = [5 * 6 + 0, 2 * 6 + 3]            # (row, col) of each point's cell
+    presence = torch.full((1, 36, 2), -9.0)
+    offsets = torch.zeros(1, 36, 2, 2)
+    for k, t in enumerate(token):
+        presence[0, t, k] = 9.0
+        offsets[0, t, k] = (located[0, k] - probe.centres[t]) / cell
+    centre = (probe.centres[None] - 128) / 64
+    probe.forward = lambda feats: (presence, offsets, centre)
+    loss, error = probe.loss(torch.zeros(36, 8), located)
+    assert float(error.max()) < 1e-4 and float(loss) < 0.01
+
+
+def test_location_probe_learns_and_stays_out_of_the_checkpoint(pieces):
+    """The probe's loss falls as the image features learn where things are, and the saved model does
+    not contain the probe (it is a training aid, not part of the architecture)."""
+    tokenizer, processor, stats_dict, _, builder, recs = pieces
+    model = MolmoAct(model_config(SMALL, stats_dict, tokenizer.ids.im_patch))
+    init_random_(model, 0, scale_residual=True)
+    model.init_rope()
+    colours = np.array([[220, 30, 30], [30, 60, 220], [40, 180, 60], [240, 210, 30], [250, 250, 250], [0, 0, 0]])
+
+    def scene(rec):                 # the located things drawn as coloured squares on a grey table
+        img = np.full((IMAGE_SIDE, IMAGE_SIDE, 3), 128, np.uint8)
+        for (x, y), c in zip(np.vstack([rec.objects_model, rec.ee_model[None]]), colours):
+            px, py = int(x / 255 * (IMAGE_SIDE - 1)), int(y / 255 * (IMAGE_SIDE - 1))
+            img[max(py - 5, 0):py + 5, max(px - 5, 0):px + 5] = c
+        return img
+
+    recs = [replace(r, image=scene(r)) for r in recs]
+    batch = [builder.build(r, np.zeros(100, int), "reason") for r in recs]
+    assert batch[0].located.shape == (6, 2)
+    np.testing.assert_array_equal(batch[0].located[-1], recs[0].ee_model)
+    probe = LocationProbe(SMALL.llm_width, 6, IMAGE_SIDE // 28)
+    one = processor([builder.blank], "x")
+    opt = torch.optim.AdamW(list(model.parameters()) + list(probe.parameters()), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        loss, info = batch_loss(model, batch, one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos,
+                                probe=probe, probe_weight=1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(info["probe_loss"])
+    assert losses[-1] < 0.5 * losses[0]
+    assert not any("probe" in k for k in model.state_dict())
+    no_probe = batch_loss(model, batch, one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos)[1]
+    assert "probe_loss" not in no_probe
+
+
+def test_image_reliance_is_zero_for_a_model_blind_to_its_image(pieces):
+    tokenizer, processor, stats_dict, _, builder, recs = pieces
+    model = MolmoAct(model_config(SMALL, stats_dict, tokenizer.ids.im_patch))
+    init_random_(model, 0, scale_residual=True)
+    model.init_rope()
+    batch = [builder.build(r, np.zeros(100, int), "reason") for r in recs]
+    one = processor([builder.blank], "x")
+    args = (one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos)
+    with torch.no_grad():
+        seeing = image_reliance(model, batch, *args)
+        model.model.vision_backbone.image_projector.w2.weight.zero_()   # no image feature reaches the LLM
+        blind = image_reliance(model, batch, *args)
+    assert seeing["image_gain"] != 0.0
+    assert blind["image_gain"] == 0.0
+
+
 @pytest.mark.slow
 def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path):
     """Two runs from one seed give byte-identical weights; the runtime loads and runs the result."""
@@ -130,7 +202,7 @@ def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path):
     from model.checkpoint import load_checkpoint
     from model.decoder import MolmoActDecoder
     from model.reasoning import Observation
-    cfg = TrainConfig(steps=3, batch=4, shape=SMALL, log_every=1,
+    cfg = TrainConfig(steps=3, batch=4, shape=SMALL, log_every=1, vision_steps=2,
                       data=DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=8, workers=1),
                       vq=VQTrainConfig(steps=4, batch=4))
     runs = [train(cfg, tmp_path / name, log=lambda m: None) for name in ("a", "b")]
