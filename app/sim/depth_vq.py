@@ -73,7 +73,9 @@ class DepthVQVAE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z = self.encoder(x)
         codes = self.quantize(z)
-        q = self.codebook[codes].permute(0, 3, 1, 2)
+        # a one-hot matmul, not codebook[codes]: indexing's backward accumulates the codebook gradient across
+        # threads in a run-dependent order, and runs from one seed would differ (measured with 2 threads)
+        q = (F.one_hot(codes, self.cfg.num_tokens).to(z.dtype) @ self.codebook).permute(0, 3, 1, 2)
         vq_loss = F.mse_loss(q, z.detach()) + self.commitment * F.mse_loss(z, q.detach())
         q_st = z + (q - z).detach()
         recon = self.vq.decoder(q_st)

@@ -65,14 +65,14 @@ class ModelShape:
 @dataclass
 class TrainConfig:
     seed: int = 0
-    steps: int = 3600
+    steps: int = 4000
     batch: int = 16
     lr: float = 2e-3
     warmup: int = 150
     weight_decay: float = 0.01
     mix: tuple[float, float, float] = (0.45, 0.25, 0.3)   # reason, reason_alt, visual
-    # per answer token; 100 depth tokens at 0.25 still outweigh a ~20-token trace at 2.0
-    loss_weights: dict[str, float] = field(default_factory=lambda: {"depth": 0.25, "trace": 2.0, "action": 2.0,
+    # per answer token; 100 depth tokens at 0.2 still outweigh a ~20-token trace at 3.0
+    loss_weights: dict[str, float] = field(default_factory=lambda: {"depth": 0.2, "trace": 3.0, "action": 2.0,
                                                                     "other": 0.2})
     probe_weight: float = PROBE_WEIGHT
     vision_steps: int = 2000       # stage 1: vision tower + location probe only (see pretrain_vision)

@@ -47,3 +47,25 @@ def test_training_reconstructs_held_out_depth():
     errs = [np.abs(decode_depth_codes(dec, c.tolist()).relative - t).mean() for c, t in zip(codes, test)]
     baseline = np.abs(test - train.mean()).mean()        # predicting the mean image
     assert np.mean(errs) < 0.5 * baseline
+
+
+def test_codebook_gradient_does_not_depend_on_thread_timing():
+    """With two threads, indexing the codebook (``codebook[codes]``) summed its gradient in a run-dependent
+    order, so two trainings from one seed differed; the one-hot matmul sums in a fixed order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        model = DepthVQVAE()
+        x = torch.rand(32, 1, 80, 80) + 0.5
+
+        def codebook_grad():
+            model.zero_grad()
+            recon, _, vq_loss = model(x)
+            (torch.nn.functional.l1_loss(recon, x) + vq_loss).backward()
+            return model.codebook.grad.clone()
+
+        first = codebook_grad()
+        assert all(torch.equal(first, codebook_grad()) for _ in range(3))
+    finally:
+        torch.set_num_threads(threads)
