@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_MODEL = ROOT / "assets" / "tiny-molmoact"
+DEFAULT_MODEL = ROOT / "assets" / "sim-molmoact"   # trained on the simulated cell by python -m app.sim.train
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

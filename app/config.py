@@ -51,7 +51,7 @@ class SimTaskConfig:
 
 @dataclass
 class ModelConfig:
-    path: str = str(Path(__file__).resolve().parents[1] / "assets" / "tiny-molmoact")
+    path: str = str(Path(__file__).resolve().parents[1] / "assets" / "sim-molmoact")
     device: str = "cpu"
     unnorm_key: str | None = None      # None: the checkpoint's only (or first) key
 
