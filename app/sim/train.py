@@ -288,7 +288,7 @@ def pretrain_vision(model: MolmoAct, probe: LocationProbe, records: list[StepRec
         lr = cfg.vision_lr * min(1.0, (step + 1) / 100) * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * step / cfg.vision_steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        picks = rng.choice(len(records), cfg.batch, replace=False)
+        picks = rng.choice(len(records), cfg.batch, replace=len(records) < cfg.batch)
         images = np.stack([records[i].drawn if rng.random() < 0.3 else records[i].image for i in picks])
         located = np.stack([np.concatenate([records[i].objects_model, np.asarray(records[i].ee_model)[None]])
                             for i in picks]).astype(np.float32)
@@ -300,9 +300,9 @@ def pretrain_vision(model: MolmoAct, probe: LocationProbe, records: list[StepRec
         torch.nn.utils.clip_grad_norm_(params, cfg.clip)
         opt.step()
         if (step + 1) % (2 * cfg.log_every) == 0 or step + 1 == cfg.vision_steps:
-            history.append({"step": step + 1, "probe_loss": round(float(probe_loss), 4),
+            history.append({"step": step + 1, "probe_loss": round(probe_loss.item(), 4),
                             "probe_error": [round(float(e), 1) for e in error]})
-            log(f"vision step {step + 1}/{cfg.vision_steps} probe loss {float(probe_loss):.3f} read-out error "
+            log(f"vision step {step + 1}/{cfg.vision_steps} probe loss {probe_loss.item():.3f} read-out error "
                 f"{[round(float(e), 1) for e in error]} (model units; {LOCATED + ('tcp',)}) "
                 f"{(time.perf_counter() - t0) / (step + 1):.2f} s/step")
     return history
@@ -338,7 +338,7 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
         pred = logits.argmax(-1)
         act = w >= 1.0                                       # trace and action tokens (not depth, not fixed text)
         acc = float((pred[act] == target[act]).float().mean()) if act.any() else float("nan")
-    return loss, {"ce": round(float(ce_loss.detach()), 4), "trace_action_token_acc": acc,
+    return loss, {"ce": float(ce_loss.detach()), "trace_action_token_acc": acc,
                   "image_feature_rms": round(float(feat_rms.detach().mean()), 3), **info}
 
 
@@ -350,7 +350,7 @@ def image_reliance(model: MolmoAct, examples: list[Example], pooled_one: torch.T
     own = batch_loss(model, examples, pooled_one, patches, pad_id, device)[1]["ce"]
     rolled = [Example(e.ids, e.weights, examples[i - 1].image) for i, e in enumerate(examples)]
     other = batch_loss(model, rolled, pooled_one, patches, pad_id, device)[1]["ce"]
-    return {"val_ce": own, "val_ce_wrong_image": other, "image_gain": round(other - own, 4)}
+    return {"val_ce": round(own, 4), "val_ce_wrong_image": round(other, 4), "image_gain": round(other - own, 6)}
 
 
 # ------------------------------------------------------------------------------ the pipeline
@@ -414,7 +414,8 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     kinds = ("reason", "reason_alt", "visual")
     val_rng = np.random.default_rng(cfg.seed + 1)
-    val = [builder.build(records[i], codes[i], "reason") for i in val_rng.choice(len(records), 32, replace=False)]
+    val = [builder.build(records[i], codes[i], "reason")
+           for i in val_rng.choice(len(records), min(32, len(records)), replace=False)]
     order = rng.permutation(len(records))
     pos = 0
     t_train0 = time.perf_counter()
@@ -443,6 +444,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
             el = time.perf_counter() - t_train0
             if (step + 1) % (4 * cfg.log_every) == 0 or step + 1 == cfg.steps:
                 info.update(image_reliance(model, val, pooled_one, patches, tokenizer.ids.eos, cfg.device))
+            info["ce"] = round(info["ce"], 4)
             history.append({"step": step + 1, "loss": round(loss.item(), 4), **info})
             log(f"step {step + 1}/{cfg.steps} loss {loss.item():.4f} lr {lr:.2e} {el / (step + 1):.2f} s/step "
                 + " ".join(f"{k} {v:.3f}" for k, v in info.items()))

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app import trace as tr
-from app.config import StationConfig
+from app.config import ModelConfig, StationConfig
 from app.devices.arm import ArmError
 from app.devices.camera import CameraError
 from app.session import (
@@ -24,6 +25,8 @@ from app.station import open_session
 from model.decoder import NonFiniteLogitsError
 from model.reasoning import Reasoning
 
+# the tiny random checkpoint (not the embedded default): these tests are about the session, not the model
+TINY_MODEL = Path(__file__).resolve().parents[2] / "assets" / "tiny-molmoact"
 UNNORM_KEY = "fractal20220817_data"      # the tiny checkpoint's key; has a sim adapter preset
 MAX_T = 0.03                              # SafetyConfig defaults: per-step caps
 MAX_R = 0.2
@@ -195,9 +198,10 @@ class UnreadableArm:
 @pytest.fixture(scope="module")
 def station_cfg() -> StationConfig:
     """Load the checkpoint once up front so the first test does not pay for it alone."""
-    s = open_session(StationConfig())
+    cfg = StationConfig(model=ModelConfig(path=str(TINY_MODEL)))
+    s = open_session(cfg)
     s.close()
-    return StationConfig()
+    return cfg
 
 
 @pytest.fixture

@@ -177,12 +177,17 @@ def test_image_reliance_is_zero_for_a_model_blind_to_its_image(pieces):
     model = MolmoAct(model_config(SMALL, stats_dict, tokenizer.ids.im_patch))
     init_random_(model, 0, scale_residual=True)
     model.init_rope()
-    batch = [builder.build(r, np.zeros(100, int), "reason") for r in recs]
+    # plain images of different brightness: random-noise images all look alike to an untrained tower
+    plain = [replace(r, image=np.full((IMAGE_SIDE, IMAGE_SIDE, 3), 30 + 60 * i, np.uint8)) for i, r in enumerate(recs)]
+    batch = [builder.build(r, np.zeros(100, int), "reason") for r in plain]
     one = processor([builder.blank], "x")
     args = (one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos)
     with torch.no_grad():
+        projector = model.model.vision_backbone.image_projector
+        for w in (projector.w1, projector.w2, projector.w3):   # at init the SwiGLU's output is ~1e-8:
+            w.weight.normal_(0.0, 5.0)                           # give the images features that matter
         seeing = image_reliance(model, batch, *args)
-        model.model.vision_backbone.image_projector.w2.weight.zero_()   # no image feature reaches the LLM
+        projector.w2.weight.zero_()                              # no image feature reaches the LLM
         blind = image_reliance(model, batch, *args)
     assert seeing["image_gain"] != 0.0
     assert blind["image_gain"] == 0.0
