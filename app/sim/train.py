@@ -171,8 +171,7 @@ class SampleBuilder:
 
     def build(self, rec: StepRecord, codes: np.ndarray, kind: str) -> Example:
         gt, w = self.gt, self.w
-        located = None if rec.objects_model is None else \
-            np.concatenate([rec.objects_model, np.asarray(rec.ee_model)[None]]).astype(np.float32)
+        located = None if rec.objects_model is None else located_of(rec)
         prompt = self.prompt_ids(rec.instruction, kind)
         ids = list(prompt)
         weights = [0.0] * len(prompt)
@@ -197,6 +196,16 @@ class SampleBuilder:
         add(gt.action_prefix, w["other"])
         add(self.action_ids(action), w["action"])
         return Example(ids, weights, rec.image, located)
+
+
+def located_of(rec: StepRecord) -> np.ndarray:
+    """What the location probe targets: the objects, the bowl, then the TCP, [len(LOCATED) + 1, 2] model space."""
+    return np.concatenate([rec.objects_model, np.asarray(rec.ee_model)[None]]).astype(np.float32)
+
+
+def cosine_lr(step: int, steps: int, peak: float, warmup: int, floor: float) -> float:
+    """Linear warm-up to ``peak``, then a cosine down to ``floor * peak``."""
+    return peak * min(1.0, (step + 1) / warmup) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * step / steps)))
 
 
 class LocationProbe(nn.Module):
@@ -285,13 +294,12 @@ def pretrain_vision(model: MolmoAct, probe: LocationProbe, records: list[StepRec
     history = []
     t0 = time.perf_counter()
     for step in range(cfg.vision_steps):
-        lr = cfg.vision_lr * min(1.0, (step + 1) / 100) * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * step / cfg.vision_steps)))
+        lr = cosine_lr(step, cfg.vision_steps, cfg.vision_lr, warmup=100, floor=0.2)
         for g in opt.param_groups:
             g["lr"] = lr
         picks = rng.choice(len(records), cfg.batch, replace=len(records) < cfg.batch)
         images = np.stack([records[i].drawn if rng.random() < 0.3 else records[i].image for i in picks])
-        located = np.stack([np.concatenate([records[i].objects_model, np.asarray(records[i].ee_model)[None]])
-                            for i in picks]).astype(np.float32)
+        located = np.stack([located_of(records[i]) for i in picks])
         feats, scale_penalty, _ = image_features(model, images, pooled_one, patches, cfg.device)
         probe_loss, error = probe.loss(feats, torch.from_numpy(located).to(cfg.device))
         loss = probe_loss + SCALE_PENALTY * scale_penalty
@@ -421,7 +429,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     t_train0 = time.perf_counter()
     history = []
     for step in range(cfg.steps):
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+        lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup, floor=0.1)
         for g in opt.param_groups:
             g["lr"] = lr
         batch = []
