@@ -48,6 +48,7 @@ IMAGE_SIDE = 168                   # 12x12 patches of 14 px → 6x6 pooled image
 VIT_RMS_MAX = 4.0
 SCALE_PENALTY = 0.1
 PROBE_WEIGHT = 0.5                 # the training-only location probe's loss (see LocationProbe)
+POINTER_WEIGHT = 1.0               # the training-only pointer head's loss (see PointerHead)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class TrainConfig:
     loss_weights: dict[str, float] = field(default_factory=lambda: {"depth": 0.2, "trace": 3.0, "action": 2.0,
                                                                     "other": 0.2})
     probe_weight: float = PROBE_WEIGHT
+    pointer_weight: float = POINTER_WEIGHT
     vision_steps: int = 2000       # stage 1: vision tower + location probe only (see pretrain_vision)
     vision_lr: float = 2e-3
     clip: float = 0.5              # gradient-norm clip; at 1.0 the from-scratch ViT diverges at lr 2e-3
@@ -146,6 +148,8 @@ class Example:
     weights: list[float]           # loss weight of predicting ids[i] (index aligned with ids)
     image: np.ndarray              # uint8 [S, S, 3]
     located: np.ndarray | None = None   # [len(LOCATED) + 1, 2] model space: the objects, the bowl, the TCP
+    pointer_at: int | None = None       # index into ids whose hidden state the pointer head reads
+    pointer_target: np.ndarray | None = None   # [2, 2] model space: where the answer goes, and the TCP
 
 
 class SampleBuilder:
@@ -181,10 +185,13 @@ class SampleBuilder:
             weights.extend([weight] * len(piece))
 
         if kind == "visual":
-            action = rec.alt_action if rec.drawn_kind == "alt" else rec.own_action   # what the drawn trace leads to
+            action, drawn = (rec.alt_action, rec.alt_trace) if rec.drawn_kind == "alt" else (rec.own_action,
+                                                                                             rec.own_trace)
             add(gt.steer_action_prefix, w["other"])
+            pointer_at = len(ids) - 1                # before the action: where the drawn line ends
             add(self.action_ids(action), w["action"])
-            return Example(ids, weights, rec.drawn, located)
+            return Example(ids, weights, rec.drawn, located, pointer_at,
+                           _pointer_target(np.asarray(drawn)[-1], rec))
         alt = kind == "reason_alt"
         trace, action = (rec.alt_trace, rec.alt_action) if alt else (rec.own_trace, rec.own_action)
         # a steer episode's own trace is not the instruction's either: no trace loss there
@@ -192,10 +199,17 @@ class SampleBuilder:
         add(gt.depth_prefix, w["other"])
         add([gt.depth_ids[int(c)] for c in codes], w["depth"])
         add(gt.trace_prefix, w["other"])
+        pointer_at = len(ids) - 1                    # before the trace: where the named object is
         add(gt.trace_ids([tuple(map(int, p)) for p in trace]), trace_w)
         add(gt.action_prefix, w["other"])
         add(self.action_ids(action), w["action"])
-        return Example(ids, weights, rec.image, located)
+        named = None if rec.objects_model is None else rec.objects_model[LOCATED.index(TASKS[rec.task].target)]
+        return Example(ids, weights, rec.image, located, pointer_at, _pointer_target(named, rec))
+
+
+def _pointer_target(goal: np.ndarray | None, rec: StepRecord) -> np.ndarray | None:
+    return None if goal is None else np.stack([np.asarray(goal, np.float32),
+                                               np.asarray(rec.ee_model, np.float32)])
 
 
 def located_of(rec: StepRecord) -> np.ndarray:
@@ -253,6 +267,41 @@ class LocationProbe(nn.Module):
             guess = self.centres[best] + offsets[b_idx, best, k_idx] * cell
             error = (guess - located).norm(dim=-1).mean(0)
         return loss_presence + loss_offset + loss_centre, error
+
+
+class PointerHead(nn.Module):
+    """Training-only auxiliary head, not part of the checkpoint: from the LLM's hidden state just before
+    the answer's trace (or, in a trajectory-conditioned sample, just before its action) regress where
+    the answer is going (the named object; the drawn line's end) and where the TCP is.
+
+    The trace's digit tokens teach the same thing, but a wrong digit costs the same whatever the
+    distance, so the LLM learns the trace's average long before it learns to look up the named object
+    in the image. A regression at one position gives a graded signal straight to the attention that
+    has to do the look-up.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(width, 4)
+
+    def loss(self, hidden: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden [N, width], target [N, 2, 2] model space → (loss, mean error per point in model units)."""
+        pred = self.head(hidden.float()).view(-1, 2, 2)
+        goal = target / 128.0 - 1.0
+        with torch.no_grad():
+            error = ((pred - goal).norm(dim=-1) * 128.0).mean(0)
+        return F.mse_loss(pred, goal), error
+
+
+def length_groups(lengths: list[int]) -> list[list[int]]:
+    """Split a batch (indices sorted by length) in two where that pads the fewest tokens: the
+    trajectory-conditioned samples are a third of the reasoning ones' length."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    sizes = [lengths[i] for i in order]
+    n = len(order)
+    cost = [k * sizes[k - 1] + (n - k) * sizes[-1] if k else n * sizes[-1] for k in range(n)]
+    k = int(np.argmin(cost))
+    return [g for g in (order[:k], order[k:]) if g]
 
 
 def crops_of(images: np.ndarray) -> torch.Tensor:
@@ -318,23 +367,46 @@ def pretrain_vision(model: MolmoAct, probe: LocationProbe, records: list[StepRec
 
 def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tensor, patches: int,
                pad_id: int, device: torch.device | str = "cpu", probe: LocationProbe | None = None,
-               probe_weight: float = PROBE_WEIGHT) -> tuple[torch.Tensor, dict[str, float]]:
-    """Teacher-forced weighted cross-entropy of a batch (right-padded; causal so padding is inert)."""
+               probe_weight: float = PROBE_WEIGHT, pointer: PointerHead | None = None,
+               pointer_weight: float = POINTER_WEIGHT) -> tuple[torch.Tensor, dict[str, float]]:
+    """Teacher-forced weighted cross-entropy of a batch (right-padded; causal so padding is inert).
+    The LLM runs once per length group (see ``length_groups``); the vision tower once for all."""
     b = len(examples)
-    s = max(len(e.ids) for e in examples)
-    ids = torch.full((b, s), pad_id, dtype=torch.long)
-    wts = torch.zeros(b, s)
-    for i, e in enumerate(examples):
-        ids[i, :len(e.ids)] = torch.tensor(e.ids)
-        wts[i, :len(e.ids)] = torch.tensor(e.weights)
-    ids, wts = ids.to(device), wts.to(device)
     feats, scale_penalty, feat_rms = image_features(model, np.stack([e.image for e in examples]), pooled_one,
                                                     patches, device)
-    hidden = model(model.add_image_features(model.model.transformer.wte(ids), ids, feats))
-    logits = model.logits(hidden[:, :-1])
-    target, w = ids[:, 1:].clamp(max=logits.shape[-1] - 1), wts[:, 1:]   # image specials: weight 0
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none").view(b, -1)
-    ce_loss = (ce * w).sum() / w.sum().clamp(min=1e-6)
+    per_image = feats.view(b, -1, feats.shape[-1])
+    ce_sum = torch.zeros((), device=device)
+    w_sum = torch.zeros((), device=device)
+    hits, counted = 0, 0
+    pointed: list[torch.Tensor] = []
+    targets: list[np.ndarray] = []
+    for group in length_groups([len(e.ids) for e in examples]):
+        s = max(len(examples[i].ids) for i in group)
+        ids = torch.full((len(group), s), pad_id, dtype=torch.long)
+        wts = torch.zeros(len(group), s)
+        for row, i in enumerate(group):
+            e = examples[i]
+            ids[row, :len(e.ids)] = torch.tensor(e.ids)
+            wts[row, :len(e.ids)] = torch.tensor(e.weights)
+        ids, wts = ids.to(device), wts.to(device)
+        group_feats = per_image[torch.tensor(group, device=per_image.device)].reshape(-1, feats.shape[-1])
+        hidden = model(model.add_image_features(model.model.transformer.wte(ids), ids, group_feats))
+        logits = model.logits(hidden[:, :-1])
+        target, w = ids[:, 1:].clamp(max=logits.shape[-1] - 1), wts[:, 1:]   # image specials: weight 0
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
+        ce_sum = ce_sum + (ce.view(len(group), -1) * w).sum()
+        w_sum = w_sum + w.sum()
+        if pointer is not None:
+            for row, i in enumerate(group):
+                if examples[i].pointer_at is not None and examples[i].pointer_target is not None:
+                    pointed.append(hidden[row, examples[i].pointer_at])
+                    targets.append(examples[i].pointer_target)
+        with torch.no_grad():
+            pred = logits.argmax(-1)
+            act = w >= 1.0                                   # trace and action tokens (not depth, not fixed text)
+            hits += int((pred[act] == target[act]).sum())
+            counted += int(act.sum())
+    ce_loss = ce_sum / w_sum.clamp(min=1e-6)
     loss = ce_loss + SCALE_PENALTY * scale_penalty
     info: dict[str, float] = {}
     if probe is not None and all(e.located is not None for e in examples):
@@ -342,10 +414,12 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
         loss = loss + probe_weight * probe_loss
         info["probe_loss"] = round(float(probe_loss.detach()), 4)
         info["probe_error"] = round(float(error.mean()), 2)
-    with torch.no_grad():
-        pred = logits.argmax(-1)
-        act = w >= 1.0                                       # trace and action tokens (not depth, not fixed text)
-        acc = float((pred[act] == target[act]).float().mean()) if act.any() else float("nan")
+    if pointed:
+        pointer_loss, error = pointer.loss(torch.stack(pointed), torch.from_numpy(np.stack(targets)).to(device))
+        loss = loss + pointer_weight * pointer_loss
+        info["pointer_loss"] = round(float(pointer_loss.detach()), 4)
+        info["pointer_error_goal"], info["pointer_error_tcp"] = (round(float(e), 2) for e in error)
+    acc = hits / counted if counted else float("nan")
     return loss, {"ce": float(ce_loss.detach()), "trace_action_token_acc": acc,
                   "image_feature_rms": round(float(feat_rms.detach().mean()), 3), **info}
 
@@ -411,11 +485,18 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
         probe.head.weight.data.copy_(torch.randn(probe.head.weight.shape, generator=torch.Generator()
                                                  .manual_seed(cfg.seed)) * 0.02)
         probe.head.bias.data.zero_()
+    pointer = None
+    if cfg.pointer_weight > 0 and records[0].objects_model is not None:
+        pointer = PointerHead(cfg.shape.llm_width).to(cfg.device)
+        pointer.head.weight.data.copy_(torch.randn(pointer.head.weight.shape, generator=torch.Generator()
+                                                   .manual_seed(cfg.seed + 3)) * 0.02)
+        pointer.head.bias.data.zero_()
     t_vision0 = time.perf_counter()
     vision_history = pretrain_vision(model, probe, records, cfg, pooled_one, patches, log) \
         if probe is not None and cfg.vision_steps > 0 else []
     t_vision = time.perf_counter() - t_vision0
-    params = list(model.named_parameters()) + (list(probe.named_parameters()) if probe else [])
+    params = list(model.named_parameters()) + [p for aux in (probe, pointer) if aux is not None
+                                               for p in aux.named_parameters()]
     decay = [p for n, p in params if p.ndim >= 2]
     no_decay = [p for n, p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -443,7 +524,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
                 kind = "reason"
             batch.append(builder.build(records[i], codes[i], kind))
         loss, info = batch_loss(model, batch, pooled_one, patches, tokenizer.ids.eos, cfg.device, probe,
-                                cfg.probe_weight)
+                                cfg.probe_weight, pointer, cfg.pointer_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.clip)
@@ -506,13 +587,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steer-episodes", type=int, default=DataConfig.steer_episodes)
     p.add_argument("--vq-steps", type=int, default=VQTrainConfig.steps)
     p.add_argument("--vision-steps", type=int, default=TrainConfig.vision_steps)
+    p.add_argument("--pointer-weight", type=float, default=TrainConfig.pointer_weight)
     p.add_argument("--workers", type=int, default=DataConfig.workers)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the model's training")
     p.add_argument("--data-cache", type=Path, default=None,
                    help="pickle of the generated data, reused when the data settings match (outside the repo)")
     args = p.parse_args(argv)
     cfg = TrainConfig(seed=args.seed, steps=args.steps, batch=args.batch, device=args.device,
-                      vision_steps=args.vision_steps,
+                      vision_steps=args.vision_steps, pointer_weight=args.pointer_weight,
                       data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
                                       workers=args.workers),
                       vq=VQTrainConfig(steps=args.vq_steps))

@@ -7,8 +7,11 @@ import pytest
 import torch
 
 from app.sim.datagen import StepRecord
-from app.sim.train import (IMAGE_SIDE, LocationProbe, ModelShape, SampleBuilder, TrainConfig, UNNORM_KEY, batch_loss,
-                           image_reliance, model_config, norm_stats_from, preprocessor_config, tokenizer_corpus)
+from app.sim import train as train_module
+from app.sim.datagen import LOCATED
+from app.sim.train import (IMAGE_SIDE, LocationProbe, ModelShape, PointerHead, SampleBuilder, TrainConfig, UNNORM_KEY,
+                           batch_loss, image_reliance, length_groups, model_config, norm_stats_from,
+                           preprocessor_config, tokenizer_corpus)
 from model.checkpoint import init_random_
 from model.actions import ActionStats, ActionTokenizer
 from model.grammar import parse_answer_ids, replay, steer_visual_program
@@ -92,6 +95,73 @@ def test_visual_sample_is_the_steering_answer_on_the_drawn_image(pieces):
     assert ex.image is rec.drawn
     parsed = replay(steer_visual_program(builder.gt), ex.ids[len(prompt):])
     assert len(parsed.action_token_ids) == 7
+
+
+def test_pointer_reads_before_the_answer_and_targets_where_it_goes(pieces):
+    """Reasoning samples point (just before the trace) at the named object; trajectory-conditioned ones
+    (just before the action) at the drawn line's end; both also at the TCP."""
+    _, _, _, _, builder, recs = pieces
+    rec = recs[1]
+    red = rec.objects_model[LOCATED.index("red_cube")]
+    for kind in ("reason", "reason_alt"):
+        ex = builder.build(rec, np.zeros(100, int), kind)
+        start = ex.pointer_at + 1 - len(builder.gt.trace_prefix)
+        assert tuple(ex.ids[start:ex.pointer_at + 1]) == builder.gt.trace_prefix
+        np.testing.assert_array_equal(ex.pointer_target, np.stack([red, rec.ee_model]))
+    for alt in (True, False):
+        r = record(3, alt=alt)
+        ex = builder.build(r, np.zeros(100, int), "visual")
+        start = ex.pointer_at + 1 - len(builder.gt.steer_action_prefix)
+        assert tuple(ex.ids[start:ex.pointer_at + 1]) == builder.gt.steer_action_prefix
+        drawn = r.alt_trace if alt else r.own_trace
+        np.testing.assert_array_equal(ex.pointer_target, np.stack([drawn[-1], r.ee_model]))
+
+
+def test_length_groups_split_where_padding_is_least():
+    assert length_groups([300, 100, 300, 110, 290]) == [[1, 3], [4, 0, 2]]
+    assert length_groups([300, 300, 300]) == [[0, 1, 2]]
+    assert sorted(i for g in length_groups([5, 1, 9, 3]) for i in g) == [0, 1, 2, 3]
+
+
+def test_grouped_batch_loss_equals_one_padded_batch(pieces, monkeypatch):
+    """Running the LLM per length group is only a saving: the loss and the pointer's input are the same."""
+    tokenizer, processor, stats_dict, _, builder, recs = pieces
+    model = MolmoAct(model_config(SMALL, stats_dict, tokenizer.ids.im_patch))
+    init_random_(model, 0, scale_residual=True)
+    model.init_rope()
+    pointer = PointerHead(SMALL.llm_width)
+    batch = [builder.build(r, np.arange(100) % 7, k) for r, k in zip(recs, ("reason", "visual", "reason_alt",
+                                                                            "visual"))]
+    one = processor([builder.blank], "x")
+    args = (model, batch, one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos)
+    assert len(length_groups([len(e.ids) for e in batch])) == 2
+    grouped, info = batch_loss(*args, pointer=pointer)
+    monkeypatch.setattr(train_module, "length_groups", lambda lengths: [list(range(len(lengths)))])
+    single, info_single = batch_loss(*args, pointer=pointer)
+    assert grouped.item() == pytest.approx(single.item(), rel=1e-5)
+    assert info["pointer_loss"] == pytest.approx(info_single["pointer_loss"], rel=1e-4)
+
+
+def test_pointer_head_learns_to_point(pieces):
+    """Training with the pointer drives its error down (its gradient reaches the LLM and the head)."""
+    tokenizer, processor, stats_dict, _, builder, recs = pieces
+    torch.manual_seed(0)
+    model = MolmoAct(model_config(SMALL, stats_dict, tokenizer.ids.im_patch))
+    init_random_(model, 0, scale_residual=True)
+    model.init_rope()
+    pointer = PointerHead(SMALL.llm_width)
+    batch = [builder.build(r, np.arange(100) % 7, "reason") for r in recs]
+    one = processor([builder.blank], "x")
+    opt = torch.optim.AdamW(list(model.parameters()) + list(pointer.parameters()), lr=3e-3)
+    errors = []
+    for _ in range(60):
+        loss, info = batch_loss(model, batch, one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos,
+                                pointer=pointer, pointer_weight=5.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        errors.append(info["pointer_error_goal"])
+    assert errors[-1] < 0.5 * errors[0]
 
 
 def test_norm_stats_cover_the_labels_and_keep_the_gripper_raw(pieces):
