@@ -48,7 +48,7 @@ IMAGE_SIDE = 168                   # 12x12 patches of 14 px → 6x6 pooled image
 VIT_RMS_MAX = 4.0
 SCALE_PENALTY = 0.1
 PROBE_WEIGHT = 0.5                 # the training-only location probe's loss (see LocationProbe)
-POINTER_WEIGHT = 1.0               # the training-only pointer head's loss (see PointerHead)
+POINTER_WEIGHT = 3.0               # the training-only pointer head's loss (see PointerHead)
 
 
 @dataclass
@@ -148,7 +148,8 @@ class Example:
     weights: list[float]           # loss weight of predicting ids[i] (index aligned with ids)
     image: np.ndarray              # uint8 [S, S, 3]
     located: np.ndarray | None = None   # [len(LOCATED) + 1, 2] model space: the objects, the bowl, the TCP
-    pointer_at: int | None = None       # index into ids whose hidden state the pointer head reads
+    pointer_at: int | None = None       # index into ids of the last hidden state the pointer head reads
+    pointer_from: int | None = None     # ... and of the first (the prompt's last token)
     pointer_target: np.ndarray | None = None   # [2, 2] model space: where the answer goes, and the TCP
 
 
@@ -190,8 +191,8 @@ class SampleBuilder:
             add(gt.steer_action_prefix, w["other"])
             pointer_at = len(ids) - 1                # before the action: where the drawn line ends
             add(self.action_ids(action), w["action"])
-            return Example(ids, weights, rec.drawn, located, pointer_at,
-                           _pointer_target(np.asarray(drawn)[-1], rec))
+            return Example(ids, weights, rec.drawn, located, pointer_at=pointer_at, pointer_from=len(prompt) - 1,
+                           pointer_target=_pointer_target(np.asarray(drawn)[-1], rec))
         alt = kind == "reason_alt"
         trace, action = (rec.alt_trace, rec.alt_action) if alt else (rec.own_trace, rec.own_action)
         # a steer episode's own trace is not the instruction's either: no trace loss there
@@ -204,7 +205,8 @@ class SampleBuilder:
         add(gt.action_prefix, w["other"])
         add(self.action_ids(action), w["action"])
         named = None if rec.objects_model is None else rec.objects_model[LOCATED.index(TASKS[rec.task].target)]
-        return Example(ids, weights, rec.image, located, pointer_at, _pointer_target(named, rec))
+        return Example(ids, weights, rec.image, located, pointer_at=pointer_at, pointer_from=len(prompt) - 1,
+                       pointer_target=_pointer_target(named, rec))
 
 
 def _pointer_target(goal: np.ndarray | None, rec: StepRecord) -> np.ndarray | None:
@@ -270,27 +272,34 @@ class LocationProbe(nn.Module):
 
 
 class PointerHead(nn.Module):
-    """Training-only auxiliary head, not part of the checkpoint: from the LLM's hidden state just before
-    the answer's trace (or, in a trajectory-conditioned sample, just before its action) regress where
-    the answer is going (the named object; the drawn line's end) and where the TCP is.
+    """Training-only auxiliary head, not part of the checkpoint: from the LLM's hidden states of the
+    answer up to its trace (or, in a trajectory-conditioned sample, up to its action) regress where the
+    answer is going (the named object; the drawn line's end) and where the TCP is.
 
     The trace's digit tokens teach the same thing, but a wrong digit costs the same whatever the
     distance, so the LLM learns the trace's average long before it learns to look up the named object
-    in the image. A regression at one position gives a graded signal straight to the attention that
-    has to do the look-up.
+    in the image. A regression gives a graded signal straight to the attention that has to do the
+    look-up, and asking it at every answer position before the trace (the depth tokens' ~100) rather
+    than at one gives that attention a hundred times the examples per sample.
     """
 
     def __init__(self, width: int) -> None:
         super().__init__()
         self.head = nn.Linear(width, 4)
 
-    def loss(self, hidden: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """hidden [N, width], target [N, 2, 2] model space → (loss, mean error per point in model units)."""
-        pred = self.head(hidden.float()).view(-1, 2, 2)
+    def loss(self, hidden: list[torch.Tensor], target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden: per sample [L_i, width] (its positions in order), target [N, 2, 2] model space →
+        (mean over samples of the mean squared error over positions, the last positions' mean error per
+        point in model units)."""
         goal = target / 128.0 - 1.0
+        losses, last = [], []
+        for h, g in zip(hidden, goal):
+            pred = self.head(h.float()).view(-1, 2, 2)
+            losses.append((pred - g).pow(2).mean())
+            last.append(pred[-1])
         with torch.no_grad():
-            error = ((pred - goal).norm(dim=-1) * 128.0).mean(0)
-        return F.mse_loss(pred, goal), error
+            error = ((torch.stack(last) - goal).norm(dim=-1) * 128.0).mean(0)
+        return torch.stack(losses).mean(), error
 
 
 def length_groups(lengths: list[int]) -> list[list[int]]:
@@ -398,8 +407,10 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
         w_sum = w_sum + w.sum()
         if pointer is not None:
             for row, i in enumerate(group):
-                if examples[i].pointer_at is not None and examples[i].pointer_target is not None:
-                    pointed.append(hidden[row, examples[i].pointer_at])
+                e = examples[i]
+                if e.pointer_at is not None and e.pointer_target is not None:
+                    start = e.pointer_at if e.pointer_from is None else e.pointer_from
+                    pointed.append(hidden[row, start:e.pointer_at + 1])
                     targets.append(examples[i].pointer_target)
         with torch.no_grad():
             pred = logits.argmax(-1)
@@ -415,7 +426,7 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
         info["probe_loss"] = round(float(probe_loss.detach()), 4)
         info["probe_error"] = round(float(error.mean()), 2)
     if pointed:
-        pointer_loss, error = pointer.loss(torch.stack(pointed), torch.from_numpy(np.stack(targets)).to(device))
+        pointer_loss, error = pointer.loss(pointed, torch.from_numpy(np.stack(targets)).to(device))
         loss = loss + pointer_weight * pointer_loss
         info["pointer_loss"] = round(float(pointer_loss.detach()), 4)
         info["pointer_error_goal"], info["pointer_error_tcp"] = (round(float(e), 2) for e in error)

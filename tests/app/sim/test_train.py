@@ -107,12 +107,14 @@ def test_pointer_reads_before_the_answer_and_targets_where_it_goes(pieces):
         ex = builder.build(rec, np.zeros(100, int), kind)
         start = ex.pointer_at + 1 - len(builder.gt.trace_prefix)
         assert tuple(ex.ids[start:ex.pointer_at + 1]) == builder.gt.trace_prefix
+        assert ex.pointer_from == len(builder.prompt_ids(rec.instruction, "reason")) - 1
         np.testing.assert_array_equal(ex.pointer_target, np.stack([red, rec.ee_model]))
     for alt in (True, False):
         r = record(3, alt=alt)
         ex = builder.build(r, np.zeros(100, int), "visual")
         start = ex.pointer_at + 1 - len(builder.gt.steer_action_prefix)
         assert tuple(ex.ids[start:ex.pointer_at + 1]) == builder.gt.steer_action_prefix
+        assert ex.pointer_from == len(builder.prompt_ids(r.instruction, "visual")) - 1
         drawn = r.alt_trace if alt else r.own_trace
         np.testing.assert_array_equal(ex.pointer_target, np.stack([drawn[-1], r.ee_model]))
 
