@@ -66,7 +66,7 @@ class ModelShape:
 @dataclass
 class TrainConfig:
     seed: int = 0
-    steps: int = 4000
+    steps: int = 5000
     batch: int = 16
     lr: float = 2e-3
     warmup: int = 150

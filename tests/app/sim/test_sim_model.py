@@ -1,9 +1,10 @@
 """The bundled small MolmoAct (``assets/sim-molmoact``, trained by ``python -m app.sim.train``) is not random:
 in a closed loop on the simulated cell its first waypoint sits on the gripper, its depth tokens decode to
-the cell's depth, and a trace dragged onto another object turns its action toward that object.
+the cell's depth, and a trace dragged onto another object turns its action toward that object, whether the
+trace is forced as text (``steer_text``) or drawn on the image (``steer_visual``).
 
-What it does not do yet (issue 7's targets) is written as strict xfails: they turn into failures the day
-a retrained checkpoint passes them, so the marks cannot outlive the gap."""
+What it does not do yet (issue 7's targets) is written as a strict xfail: it turns into a failure the day
+a retrained checkpoint passes them, so the mark cannot outlive the gap."""
 import json
 from pathlib import Path
 
@@ -104,7 +105,6 @@ def test_dragged_trace_turns_the_action_toward_it_with_steer_text(station):
     assert min(cosines) > 0.7, cosines
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7: steer_visual does not yet follow the drawn trace reliably")
 def test_dragged_trace_turns_the_action_toward_it_with_steer_visual(station):
     cosines = _steering_cosines(station, "steer_visual")
     assert min(cosines) > 0.7, cosines
