@@ -4,7 +4,7 @@ the cell's depth, and a trace dragged onto another object turns its action towar
 trace is forced as text (``steer_text``) or drawn on the image (``steer_visual``).
 
 What it does not do yet (issue 7's targets) is written as a strict xfail: it turns into a failure the day
-a retrained checkpoint passes them, so the mark cannot outlive the gap."""
+a retrained checkpoint passes it, so the mark cannot outlive the gap."""
 import json
 from pathlib import Path
 
