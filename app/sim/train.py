@@ -411,7 +411,7 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
                 if e.pointer_at is not None and e.pointer_target is not None:
                     start = e.pointer_at if e.pointer_from is None else e.pointer_from
                     pointed.append(hidden[row, start:e.pointer_at + 1])
-                    targets.append(examples[i].pointer_target)
+                    targets.append(e.pointer_target)
         with torch.no_grad():
             pred = logits.argmax(-1)
             act = w >= 1.0                                   # trace and action tokens (not depth, not fixed text)
