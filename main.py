@@ -18,10 +18,8 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-DEFAULT_MODEL = ROOT / "assets" / "sim-molmoact"   # trained on the simulated cell by python -m app.sim.train
+from app.config import DEFAULT_MODEL_PATH
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,7 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--instruction", default="pick up the red cube")
     p.add_argument("--steer", choices=["text", "visual", "none"], default="text",
                    help="after each reason(), re-decode with a moved trace in this mode")
-    p.add_argument("--model.path", dest="model_path", default=str(DEFAULT_MODEL))
+    p.add_argument("--model.path", dest="model_path", default=str(DEFAULT_MODEL_PATH))
     p.add_argument("--model.device", dest="model_device", default="cpu")
     p.add_argument("--model.unnorm_key", dest="unnorm_key", default=None)
     p.add_argument("--camera.type", dest="camera_type", default="sim")

@@ -49,9 +49,13 @@ class SimTaskConfig:
     seed: int = 0
 
 
+# the embedded default: the small MolmoAct trained on the simulated cell by ``python -m app.sim.train``
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "assets" / "sim-molmoact"
+
+
 @dataclass
 class ModelConfig:
-    path: str = str(Path(__file__).resolve().parents[1] / "assets" / "sim-molmoact")
+    path: str = str(DEFAULT_MODEL_PATH)
     device: str = "cpu"
     unnorm_key: str | None = None      # None: the checkpoint's only (or first) key
 

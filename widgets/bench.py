@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from app.config import DEFAULT_MODEL_PATH
 
 
 def record_sim_stream(path: Path, frames: int = 180, width: int = 640, height: int = 480, fps: int = 60) -> Path:
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--json", action="store_true")
     p.add_argument("--camera-fps", type=int, default=60, help="the recorded stream's rate (a D435 does 60 at 640x480)")
-    p.add_argument("--model.path", dest="model_path", default=str(ROOT / "assets" / "sim-molmoact"))
+    p.add_argument("--model.path", dest="model_path", default=str(DEFAULT_MODEL_PATH))
     p.add_argument("--model.device", dest="device", default="cpu")
     p.add_argument("--no-3d", dest="show_3d", action="store_false", help="hide the 3D view (for comparison)")
     args = p.parse_args(argv)

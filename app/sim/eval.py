@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from app.config import DEFAULT_MODEL_PATH
 from app.sim.datagen import FRONT_SIZE, PICK_TASKS, inverse_depth
 from app.sim.tasks import TASKS, Expert, resample_path
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "sim-molmoact"
 HELD_OUT_BASE = 5_000_000
 COMPLIANCE_M = 0.03
 DEPTH_MAX_M = 3.0
@@ -256,7 +256,7 @@ def _table(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.sim.eval", description=__doc__.split("\n")[0])
-    p.add_argument("--model.path", dest="model_path", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--model.path", dest="model_path", type=Path, default=DEFAULT_MODEL_PATH)
     p.add_argument("--model.device", dest="device", default="cpu")
     p.add_argument("--episodes", type=int, default=10, help="held-out episodes per task (and per steering mode)")
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")

@@ -302,6 +302,12 @@ class PointerHead(nn.Module):
         return torch.stack(losses).mean(), error
 
 
+def _seeded_init_(head: nn.Linear, seed: int) -> None:
+    """A training-only head's weights from its own generator (the model's init stream stays untouched)."""
+    head.weight.data.copy_(torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(seed)) * 0.02)
+    head.bias.data.zero_()
+
+
 def length_groups(lengths: list[int]) -> list[list[int]]:
     """Split a batch (indices sorted by length) in two where that pads the fewest tokens: the
     trajectory-conditioned samples are a third of the reasoning ones' length."""
@@ -493,15 +499,11 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     probe = None
     if cfg.probe_weight > 0 and records[0].objects_model is not None:
         probe = LocationProbe(cfg.shape.llm_width, len(LOCATED) + 1, IMAGE_SIDE // 28).to(cfg.device)
-        probe.head.weight.data.copy_(torch.randn(probe.head.weight.shape, generator=torch.Generator()
-                                                 .manual_seed(cfg.seed)) * 0.02)
-        probe.head.bias.data.zero_()
+        _seeded_init_(probe.head, cfg.seed)
     pointer = None
     if cfg.pointer_weight > 0 and records[0].objects_model is not None:
         pointer = PointerHead(cfg.shape.llm_width).to(cfg.device)
-        pointer.head.weight.data.copy_(torch.randn(pointer.head.weight.shape, generator=torch.Generator()
-                                                   .manual_seed(cfg.seed + 3)) * 0.02)
-        pointer.head.bias.data.zero_()
+        _seeded_init_(pointer.head, cfg.seed + 3)
     t_vision0 = time.perf_counter()
     vision_history = pretrain_vision(model, probe, records, cfg, pooled_one, patches, log) \
         if probe is not None and cfg.vision_steps > 0 else []

@@ -45,7 +45,8 @@ def test_bundled_checkpoint_is_small_safetensors_and_says_how_it_was_made():
 def test_the_station_defaults_to_the_bundled_model():
     import main
     from app.config import ModelConfig
-    assert Path(ModelConfig().path) == BUNDLED and main.DEFAULT_MODEL == BUNDLED
+    assert Path(ModelConfig().path) == BUNDLED
+    assert main.parse_args([]).model_path == str(BUNDLED)
 
 
 def _closed_loop(station, seed: int):

@@ -35,6 +35,13 @@ def record(i: int, alt: bool = True) -> StepRecord:
                       ee_model=own[0], objects_model=rng.integers(0, 256, (5, 2)))
 
 
+def small_model(tokenizer: MolmoActTokenizer, stats_dict: dict) -> MolmoAct:
+    model = MolmoAct(model_config(SMALL, stats_dict, tokenizer.ids.im_patch))
+    init_random_(model, 0, scale_residual=True)
+    model.init_rope()
+    return model
+
+
 @pytest.fixture(scope="module")
 def pieces(tmp_path_factory):
     out = tmp_path_factory.mktemp("ck")
@@ -128,9 +135,7 @@ def test_length_groups_split_where_padding_is_least():
 def test_grouped_batch_loss_equals_one_padded_batch(pieces, monkeypatch):
     """Running the LLM per length group is only a saving: the loss and the pointer's input are the same."""
     tokenizer, processor, stats_dict, _, builder, recs = pieces
-    model = MolmoAct(model_config(SMALL, stats_dict, tokenizer.ids.im_patch))
-    init_random_(model, 0, scale_residual=True)
-    model.init_rope()
+    model = small_model(tokenizer, stats_dict)
     pointer = PointerHead(SMALL.llm_width)
     batch = [builder.build(r, np.arange(100) % 7, k) for r, k in zip(recs, ("reason", "visual", "reason_alt",
                                                                             "visual"))]
@@ -148,9 +153,7 @@ def test_pointer_head_learns_to_point(pieces):
     """Training with the pointer drives its error down (its gradient reaches the LLM and the head)."""
     tokenizer, processor, stats_dict, _, builder, recs = pieces
     torch.manual_seed(0)
-    model = MolmoAct(model_config(SMALL, stats_dict, tokenizer.ids.im_patch))
-    init_random_(model, 0, scale_residual=True)
-    model.init_rope()
+    model = small_model(tokenizer, stats_dict)
     pointer = PointerHead(SMALL.llm_width)
     batch = [builder.build(r, np.arange(100) % 7, "reason") for r in recs]
     one = processor([builder.blank], "x")
@@ -177,9 +180,7 @@ def test_training_loop_fits_a_batch(pieces):
     """A few optimizer steps on one batch must drive its loss well down (the loop really trains)."""
     tokenizer, processor, stats_dict, _, builder, recs = pieces
     torch.manual_seed(0)
-    model = MolmoAct(model_config(SMALL, stats_dict, tokenizer.ids.im_patch))
-    init_random_(model, 0, scale_residual=True)
-    model.init_rope()
+    model = small_model(tokenizer, stats_dict)
     batch = [builder.build(r, np.arange(100) % 7, k) for r, k in zip(recs, ("reason", "visual", "reason_alt",
                                                                             "reason"))]
     one = processor([builder.blank], "x")
@@ -229,8 +230,7 @@ def test_vision_pretraining_learns_where_things_are(pieces):
         return replace(recs[0], image=img, drawn=img, objects_model=where[:5], ee_model=where[5])
 
     scenes = [scene(i) for i in range(32)]
-    model = MolmoAct(model_config(SMALL, stats_dict, tokenizer.ids.im_patch))
-    init_random_(model, 0, scale_residual=True)
+    model = small_model(tokenizer, stats_dict)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     probe = LocationProbe(SMALL.llm_width, 6, IMAGE_SIDE // 28)
     one = processor([builder.blank], "x")
@@ -246,9 +246,7 @@ def test_vision_pretraining_learns_where_things_are(pieces):
 
 def test_image_reliance_is_zero_for_a_model_blind_to_its_image(pieces):
     tokenizer, processor, stats_dict, _, builder, recs = pieces
-    model = MolmoAct(model_config(SMALL, stats_dict, tokenizer.ids.im_patch))
-    init_random_(model, 0, scale_residual=True)
-    model.init_rope()
+    model = small_model(tokenizer, stats_dict)
     # plain images of different brightness: random-noise images all look alike to an untrained tower
     plain = [replace(r, image=np.full((IMAGE_SIDE, IMAGE_SIDE, 3), 30 + 60 * i, np.uint8)) for i, r in enumerate(recs)]
     batch = [builder.build(r, np.zeros(100, int), "reason") for r in plain]
