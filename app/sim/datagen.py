@@ -1,6 +1,7 @@
 """Training data for the bundled sim model: scripted-expert episodes of the simulated cell.
 
-Each control step yields one ``StepRecord``: the model's view of the front camera (resized exactly as
+A random half of the control steps (``record_prob``: more layouts for the same number of records)
+each yield one ``StepRecord``: the model's view of the front camera (resized exactly as
 the decoder resizes it, so training sees the pixels inference sees), the inverse depth for the depth
 VQ-VAE, and three (trace, action) labels:
 
@@ -36,8 +37,9 @@ LOCATED = (*scene.OBJECTS, scene.BOWL)   # what ``StepRecord.objects_model`` loc
 @dataclass(frozen=True)
 class DataConfig:
     seed: int = 0
-    episodes_per_task: int = 80      # clean episodes of each of the six tasks
-    steer_episodes: int = 160        # pick A instructed, pick B executed (B != A)
+    episodes_per_task: int = 160     # clean episodes of each of the six tasks
+    steer_episodes: int = 320        # pick A instructed, pick B executed (B != A)
+    record_prob: float = 0.5         # chance a step is recorded: more layouts for the same data size
     max_steps: int = 90
     noise_m: float = 0.01            # std of the executed-action noise (metres), half the episodes
     alt_prob: float = 0.6            # chance a step also gets an ``alt`` label
@@ -113,7 +115,8 @@ def episode_plan(cfg: DataConfig) -> list[tuple[int, str, str | None]]:
 
 def run_episode(cell, seed: int, task_name: str, executed: str | None, cfg: DataConfig,
                 episode: int) -> list[StepRecord]:
-    """One episode on ``cell``; the records of every step (plus a few after the expert is done)."""
+    """One episode on ``cell``; the records of a random ``record_prob`` of its steps (plus a few after the
+    expert is done)."""
     rng = np.random.default_rng(seed + 7)
     task = TASKS[task_name]
     cell.reset(seed, task)
@@ -121,37 +124,47 @@ def run_episode(cell, seed: int, task_name: str, executed: str | None, cfg: Data
     noise = cfg.noise_m if rng.random() < 0.5 else 0.0
     records: list[StepRecord] = []
     done_steps = 0
-    w, h = FRONT_SIZE
     for _ in range(cfg.max_steps):
         step = policy.act()
-        rgb, depth, _ = cell.render("front", w, h)
-        alt_trace = alt_action = None
-        if rng.random() < cfg.alt_prob:
-            alt = Expert(_other_pick(TASKS[executed] if executed else task, rng), cell).act()
-            alt_trace, alt_action = alt.trace, alt.action
-        drawn_kind = "alt" if (alt_trace is not None and not executed and rng.random() < 0.5) else "own"
-        drawn_trace = alt_trace if drawn_kind == "alt" else step.trace
-        ee = cell.to_model_space(cell.project(cell.ee_pose().position[None], w, h), w, h)[0]
-        located = np.stack([cell.object_position(n) for n in LOCATED])
-        objects = cell.to_model_space(cell.project(located, w, h), w, h)
-        records.append(StepRecord(
-            task=task.name, instruction=task.instruction, episode=episode, steer_episode=executed is not None,
-            image=model_pixels(rgb, cfg.image_side), drawn=drawn_pixels(rgb, drawn_trace, cfg.image_side),
-            drawn_kind=drawn_kind, inv_depth=inverse_depth(depth), own_trace=np.asarray(step.trace),
-            own_action=np.asarray(step.action, float), alt_trace=None if alt_trace is None else np.asarray(alt_trace),
-            alt_action=None if alt_action is None else np.asarray(alt_action, float), ee_model=ee,
-            objects_model=objects))
+        if rng.random() < cfg.record_prob:
+            records.append(_record(cell, task, executed, step, cfg, episode, rng))
         if step.done:
             done_steps += 1
             if done_steps > EXTRA_DONE_STEPS:
                 break
-            cell.step(step.action)
-            continue
-        executed_action = np.array(step.action, float)
-        if noise > 0 and _in_transit(policy):
-            executed_action[:3] += rng.normal(0.0, noise, 3)
-        cell.step(executed_action)
+        _execute(cell, policy, step, noise, rng)
     return records
+
+
+def _record(cell, task: Task, executed: str | None, step, cfg: DataConfig, episode: int,
+            rng: np.random.Generator) -> StepRecord:
+    """This state's view and labels (``alt`` planned fresh from here for another object)."""
+    w, h = FRONT_SIZE
+    rgb, depth, _ = cell.render("front", w, h)
+    alt_trace = alt_action = None
+    if rng.random() < cfg.alt_prob:
+        alt = Expert(_other_pick(TASKS[executed] if executed else task, rng), cell).act()
+        alt_trace, alt_action = alt.trace, alt.action
+    drawn_kind = "alt" if (alt_trace is not None and not executed and rng.random() < 0.5) else "own"
+    drawn_trace = alt_trace if drawn_kind == "alt" else step.trace
+    ee = cell.to_model_space(cell.project(cell.ee_pose().position[None], w, h), w, h)[0]
+    located = np.stack([cell.object_position(n) for n in LOCATED])
+    objects = cell.to_model_space(cell.project(located, w, h), w, h)
+    return StepRecord(
+        task=task.name, instruction=task.instruction, episode=episode, steer_episode=executed is not None,
+        image=model_pixels(rgb, cfg.image_side), drawn=drawn_pixels(rgb, drawn_trace, cfg.image_side),
+        drawn_kind=drawn_kind, inv_depth=inverse_depth(depth), own_trace=np.asarray(step.trace),
+        own_action=np.asarray(step.action, float), alt_trace=None if alt_trace is None else np.asarray(alt_trace),
+        alt_action=None if alt_action is None else np.asarray(alt_action, float), ee_model=ee,
+        objects_model=objects)
+
+
+def _execute(cell, policy: Expert, step, noise: float, rng: np.random.Generator) -> None:
+    """Send the expert's action, with noise while in transit (never once it is done)."""
+    action = np.array(step.action, float)
+    if noise > 0 and not step.done and _in_transit(policy):
+        action[:3] += rng.normal(0.0, noise, 3)
+    cell.step(action)
 
 
 def _in_transit(policy: Expert) -> bool:

@@ -155,11 +155,20 @@ class Expert:
     _dwell_left: int = -1
 
     def _grasp_yaw(self, name: str, current_yaw: float) -> float:
-        """Hand yaw that closes the fingers (hand y axis) across the object's narrow side."""
+        """Keep the hand's yaw when the object fits between the open fingers at it; otherwise close the
+        fingers (hand y axis) across the object's narrow side.
+
+        Why keep it: the model sees the scene through 6x6 image tokens and cannot read an object's yaw
+        well, so a turn it cannot predict would be noise in its labels, and a pause above the object
+        while the hand turns would teach it to hover. Every object but the blue block in its worst
+        orientations (8.06 cm across its diagonal) fits the 8 cm opening at any yaw.
+        """
         spec = scene.OBJECTS[name]
         if spec.geom in ("sphere", "cylinder"):
             return current_yaw
         obj_yaw = self.cell.object_yaw(name)
+        if width_across_fingers(spec.size, obj_yaw - current_yaw) <= 2 * scene.FINGER_OPEN:
+            return current_yaw
         period = np.pi / 2 if spec.name == "red_cube" else np.pi
         base = obj_yaw - np.pi / 2          # finger axis along the object's x (its narrow side)
         k = np.round((current_yaw - base) / period)
@@ -256,6 +265,13 @@ class Expert:
         pts = resample_path(self.future_path(current), n)
         w, h = self.cell.config.front_size
         return self.cell.to_model_space(self.cell.project(pts, w, h), w, h)
+
+
+def width_across_fingers(half_size: tuple[float, ...], relative_yaw: float) -> float:
+    """A box's extent along the hand's y axis (the fingers' closing axis) when the box is turned
+    ``relative_yaw`` from the hand."""
+    sx, sy = half_size[0], half_size[1]
+    return float(2.0 * (sx * abs(np.sin(relative_yaw)) + sy * abs(np.cos(relative_yaw))))
 
 
 def resample_path(path: np.ndarray, n: int) -> np.ndarray:

@@ -49,7 +49,7 @@ def test_inverse_depth_keeps_invalid_as_zero():
 
 
 def test_episode_records_labels_and_determinism(front_cell):
-    cfg = DataConfig(max_steps=12, alt_prob=1.0)
+    cfg = DataConfig(max_steps=12, alt_prob=1.0, record_prob=1.0)
     a = run_episode(front_cell, 11, "pick_red_cube", None, cfg, episode=0)
     b = run_episode(front_cell, 11, "pick_red_cube", None, cfg, episode=0)
     assert len(a) == 12
@@ -69,6 +69,16 @@ def test_episode_records_labels_and_determinism(front_cell):
     x, y = np.rint(first.objects_model[LOCATED.index("red_cube")] / 255 * (first.image.shape[0] - 1)).astype(int)
     r, g, bl = first.image[y, x].astype(int)
     assert r > 120 and r > 2 * g and r > 2 * bl, first.image[y, x]
+
+
+def test_record_prob_keeps_a_share_of_the_steps(front_cell):
+    every = run_episode(front_cell, 3, "pick_yellow_ball", None, DataConfig(max_steps=30, record_prob=1.0), 0)
+    half = run_episode(front_cell, 3, "pick_yellow_ball", None, DataConfig(max_steps=30, record_prob=0.5), 0)
+    again = run_episode(front_cell, 3, "pick_yellow_ball", None, DataConfig(max_steps=30, record_prob=0.5), 0)
+    assert len(every) == 30
+    assert 5 <= len(half) <= 25 and len(again) == len(half)
+    for ra, rb in zip(half, again):
+        np.testing.assert_array_equal(ra.image, rb.image)
 
 
 def test_steer_episode_executes_another_objects_expert(front_cell):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from app.sim import scene
-from app.sim.tasks import TASKS, get_task, resample_path, run_expert
+from app.sim.tasks import TASKS, get_task, resample_path, run_expert, width_across_fingers
 
 PICKS = [f"pick_{name}" for name in scene.OBJECTS]
 
@@ -116,3 +116,38 @@ def test_resample_path_is_even_and_starts_at_the_current_point():
     pts = resample_path(path, 5)
     assert np.allclose(pts, [[0, 0, 0], [0.5, 0, 0], [1, 0, 0], [1, 0.5, 0], [1, 1, 0]])
     assert resample_path(np.zeros((3, 3)), 5).shape == (1, 3)
+
+
+def test_width_across_the_fingers():
+    cube, block = scene.OBJECTS["red_cube"].size, scene.OBJECTS["blue_block"].size
+    assert width_across_fingers(cube, 0.0) == pytest.approx(0.05)
+    assert width_across_fingers(cube, np.pi / 4) == pytest.approx(0.05 * np.sqrt(2))   # < the 8 cm opening
+    assert width_across_fingers(block, np.pi / 2) == pytest.approx(0.04)                # narrow side
+    worst = np.arctan2(block[0], block[1])
+    assert width_across_fingers(block, worst) == pytest.approx(2 * np.hypot(block[0], block[1]))
+    assert width_across_fingers(block, worst) > 2 * scene.FINGER_OPEN
+
+
+@pytest.mark.parametrize("task", ["pick_red_cube", "pick_green_cylinder"])
+def test_pick_expert_keeps_the_hand_yaw_when_the_object_fits(cell, task):
+    """A turn the model cannot read from its image tokens would be label noise: the expert only
+    turns the hand for an object that does not fit between the open fingers."""
+    for seed in range(3):
+        cell.reset(seed, task)
+        turns = []
+        assert run_expert(cell, on_step=lambda s: turns.append(np.abs(s.action[3:6]).max()))
+        assert max(turns) < 0.03, (seed, max(turns))
+
+
+def test_pick_expert_turns_the_block_when_it_does_not_fit(cell):
+    from app.sim.tasks import Expert, _yaw_of
+    cell.reset(0, "pick_blue_block")
+    hand = _yaw_of(cell.ee_pose().rotation)
+    expert = Expert(TASKS["pick_blue_block"], cell)
+    block = scene.OBJECTS["blue_block"].size
+    worst = np.arctan2(block[0], block[1])
+    cell.object_yaw = lambda name: hand + worst                 # as if the block lay at its worst angle
+    yaw = expert._grasp_yaw("blue_block", hand)
+    assert width_across_fingers(block, hand + worst - yaw) == pytest.approx(0.04)
+    cell.object_yaw = lambda name: hand + 0.05                  # nearly square to the fingers: keep
+    assert expert._grasp_yaw("blue_block", hand) == hand
