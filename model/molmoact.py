@@ -58,9 +58,10 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(self.head_dim if per_head else cfg.hidden_size, cfg.layer_norm_eps)
             self.k_norm = RMSNorm(self.head_dim if per_head else self.n_kv * self.head_dim, cfg.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int,
-                cache: KVCache | None, input_pos: torch.Tensor | None, mask: torch.Tensor | None,
-                kv_len: int | None) -> torch.Tensor:
+    def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, S, width] → q [B, heads, S, d], k and v [B, kv_heads, S, d], rotated (training code reads
+        one head's attention scores from these)."""
         b, s, _ = x.shape
         q, k, v = self.att_proj(x).split(self.split, dim=-1)
         if self.qk_norm_type == "olmo":
@@ -71,7 +72,13 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q.transpose(1, 2), cos, sin)
         k = apply_rope(k.transpose(1, 2), cos, sin)
-        v = v.view(b, s, self.n_kv, self.head_dim).transpose(1, 2)
+        return q, k, v.view(b, s, self.n_kv, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int,
+                cache: KVCache | None, input_pos: torch.Tensor | None, mask: torch.Tensor | None,
+                kv_len: int | None) -> torch.Tensor:
+        b, s, _ = x.shape
+        q, k, v = self.qkv(x, cos, sin)
         gqa = self.n_heads != self.n_kv
         if cache is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)

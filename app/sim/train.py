@@ -49,6 +49,8 @@ VIT_RMS_MAX = 4.0
 SCALE_PENALTY = 0.1
 PROBE_WEIGHT = 0.5                 # the training-only location probe's loss (see LocationProbe)
 POINTER_WEIGHT = 3.0               # the training-only pointer head's loss (see PointerHead)
+LOOK_WEIGHT = 0.3                  # attention supervision of one LLM head (see look_loss)
+LOOK_HEAD = 0                      # ... that head, in the middle block (see look_attention)
 
 
 @dataclass
@@ -77,6 +79,7 @@ class TrainConfig:
                                                                     "other": 0.2})
     probe_weight: float = PROBE_WEIGHT
     pointer_weight: float = POINTER_WEIGHT
+    look_weight: float = LOOK_WEIGHT
     vision_steps: int = 2000       # stage 1: vision tower + location probe only (see pretrain_vision)
     vision_lr: float = 2e-3
     clip: float = 0.5              # gradient-norm clip; at 1.0 the from-scratch ViT diverges at lr 2e-3
@@ -151,6 +154,15 @@ class Example:
     pointer_at: int | None = None       # index into ids of the last hidden state the pointer head reads
     pointer_from: int | None = None     # ... and of the first (the prompt's last token)
     pointer_target: np.ndarray | None = None   # [2, 2] model space: where the answer goes, and the TCP
+
+    @property
+    def look_at(self) -> int | None:
+        """The image token (row-major over the pooled grid) whose cell holds where the answer goes."""
+        if self.pointer_target is None:
+            return None
+        grid = IMAGE_SIDE // 28
+        col, row = np.clip((self.pointer_target[0] / (256.0 / grid)).astype(int), 0, grid - 1)
+        return int(row * grid + col)
 
 
 class SampleBuilder:
@@ -308,6 +320,40 @@ def _seeded_init_(head: nn.Linear, seed: int) -> None:
     head.bias.data.zero_()
 
 
+def look_attention(model: MolmoAct) -> nn.Module:
+    """The middle block's attention: after a block that can gather the instruction, before one that can
+    turn what it reads into digits."""
+    blocks = model.model.transformer.blocks
+    return blocks[len(blocks) // 2].self_attn
+
+
+def look_loss(model: MolmoAct, attn_in: tuple[torch.Tensor, torch.Tensor, torch.Tensor], ids: torch.Tensor,
+              rows: list[tuple[int, Example]]) -> tuple[torch.Tensor, float]:
+    """Attention supervision: head ``LOOK_HEAD`` of ``look_attention``, from every answer position the
+    pointer reads, should attend to the image token whose cell holds the named object (the drawn line's end).
+
+    The pointer's regression says *what* to read but reaches the look-up only through attention weights
+    that start uniform over ~300 tokens; naming the token to look at trains the instruction-to-image match
+    (query: "red cube"; key: a token where the probe says red cube) directly. ``attn_in`` is that
+    attention's input (x, cos, sin) for the group's batch ``ids``; returns (mean -log p of the token,
+    the share of samples whose last position attends most to it)."""
+    attn = look_attention(model)
+    q, k, _ = attn.qkv(*attn_in)
+    kv_head = LOOK_HEAD // (attn.n_heads // attn.n_kv)
+    q, k = q[:, LOOK_HEAD], k[:, kv_head]                                    # [G, S, d]
+    losses, hits = [], 0
+    for row, e in rows:
+        patches = (ids[row] == model.cfg.image_patch_id).nonzero()[:, 0]
+        target = patches[e.look_at]
+        at = torch.arange(e.pointer_from, e.pointer_at + 1, device=q.device)
+        scores = (q[row, at] @ k[row, :e.pointer_at + 1].T) / math.sqrt(q.shape[-1])
+        causal = torch.arange(e.pointer_at + 1, device=q.device)[None, :] <= at[:, None]
+        logp = scores.float().masked_fill(~causal, float("-inf")).log_softmax(-1)[:, target]
+        losses.append(-logp.mean())
+        hits += int(scores[-1].argmax() == target)
+    return torch.stack(losses).mean(), hits / len(rows)
+
+
 def length_groups(lengths: list[int]) -> list[list[int]]:
     """Split a batch (indices sorted by length) in two where that pads the fewest tokens: the
     trajectory-conditioned samples are a third of the reasoning ones' length."""
@@ -383,7 +429,8 @@ def pretrain_vision(model: MolmoAct, probe: LocationProbe, records: list[StepRec
 def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tensor, patches: int,
                pad_id: int, device: torch.device | str = "cpu", probe: LocationProbe | None = None,
                probe_weight: float = PROBE_WEIGHT, pointer: PointerHead | None = None,
-               pointer_weight: float = POINTER_WEIGHT) -> tuple[torch.Tensor, dict[str, float]]:
+               pointer_weight: float = POINTER_WEIGHT, look_weight: float = 0.0
+               ) -> tuple[torch.Tensor, dict[str, float]]:
     """Teacher-forced weighted cross-entropy of a batch (right-padded; causal so padding is inert).
     The LLM runs once per length group (see ``length_groups``); the vision tower once for all."""
     b = len(examples)
@@ -395,37 +442,57 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
     hits, counted = 0, 0
     pointed: list[torch.Tensor] = []
     targets: list[np.ndarray] = []
-    for group in length_groups([len(e.ids) for e in examples]):
-        s = max(len(examples[i].ids) for i in group)
-        ids = torch.full((len(group), s), pad_id, dtype=torch.long)
-        wts = torch.zeros(len(group), s)
-        for row, i in enumerate(group):
-            e = examples[i]
-            ids[row, :len(e.ids)] = torch.tensor(e.ids)
-            wts[row, :len(e.ids)] = torch.tensor(e.weights)
-        ids, wts = ids.to(device), wts.to(device)
-        group_feats = per_image[torch.tensor(group, device=per_image.device)].reshape(-1, feats.shape[-1])
-        hidden = model(model.add_image_features(model.model.transformer.wte(ids), ids, group_feats))
-        logits = model.logits(hidden[:, :-1])
-        target, w = ids[:, 1:].clamp(max=logits.shape[-1] - 1), wts[:, 1:]   # image specials: weight 0
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
-        ce_sum = ce_sum + (ce.view(len(group), -1) * w).sum()
-        w_sum = w_sum + w.sum()
-        if pointer is not None:
+    looks: list[tuple[torch.Tensor, float, int]] = []
+    captured: list[tuple] = []
+    hook = None
+    if look_weight > 0:
+        hook = look_attention(model).register_forward_pre_hook(
+            lambda _module, args: captured.append(args[:3]))
+    try:
+        for group in length_groups([len(e.ids) for e in examples]):
+            s = max(len(examples[i].ids) for i in group)
+            ids = torch.full((len(group), s), pad_id, dtype=torch.long)
+            wts = torch.zeros(len(group), s)
             for row, i in enumerate(group):
                 e = examples[i]
-                if e.pointer_at is not None and e.pointer_target is not None:
-                    start = e.pointer_at if e.pointer_from is None else e.pointer_from
-                    pointed.append(hidden[row, start:e.pointer_at + 1])
-                    targets.append(e.pointer_target)
-        with torch.no_grad():
-            pred = logits.argmax(-1)
-            act = w >= 1.0                                   # trace and action tokens (not depth, not fixed text)
-            hits += int((pred[act] == target[act]).sum())
-            counted += int(act.sum())
+                ids[row, :len(e.ids)] = torch.tensor(e.ids)
+                wts[row, :len(e.ids)] = torch.tensor(e.weights)
+            ids, wts = ids.to(device), wts.to(device)
+            group_feats = per_image[torch.tensor(group, device=per_image.device)].reshape(-1, feats.shape[-1])
+            hidden = model(model.add_image_features(model.model.transformer.wte(ids), ids, group_feats))
+            looked = [(row, examples[i]) for row, i in enumerate(group) if examples[i].look_at is not None]
+            if captured and looked:
+                looks.append((*look_loss(model, captured.pop(), ids, looked), len(looked)))
+            captured.clear()
+            logits = model.logits(hidden[:, :-1])
+            target, w = ids[:, 1:].clamp(max=logits.shape[-1] - 1), wts[:, 1:]   # image specials: weight 0
+            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
+            ce_sum = ce_sum + (ce.view(len(group), -1) * w).sum()
+            w_sum = w_sum + w.sum()
+            if pointer is not None:
+                for row, i in enumerate(group):
+                    e = examples[i]
+                    if e.pointer_at is not None and e.pointer_target is not None:
+                        start = e.pointer_at if e.pointer_from is None else e.pointer_from
+                        pointed.append(hidden[row, start:e.pointer_at + 1])
+                        targets.append(e.pointer_target)
+            with torch.no_grad():
+                pred = logits.argmax(-1)
+                act = w >= 1.0                                   # trace and action tokens (not depth, not fixed text)
+                hits += int((pred[act] == target[act]).sum())
+                counted += int(act.sum())
+    finally:
+        if hook is not None:
+            hook.remove()
     ce_loss = ce_sum / w_sum.clamp(min=1e-6)
     loss = ce_loss + SCALE_PENALTY * scale_penalty
     info: dict[str, float] = {}
+    if looks:
+        n = sum(c for _, _, c in looks)
+        look = sum(l * c for l, _, c in looks) / n
+        loss = loss + look_weight * look
+        info["look_loss"] = round(float(look.detach()), 4)
+        info["look_acc"] = round(sum(a * c for _, a, c in looks) / n, 3)
     if probe is not None and all(e.located is not None for e in examples):
         probe_loss, error = probe.loss(feats, torch.from_numpy(np.stack([e.located for e in examples])).to(device))
         loss = loss + probe_weight * probe_loss
@@ -537,7 +604,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
                 kind = "reason"
             batch.append(builder.build(records[i], codes[i], kind))
         loss, info = batch_loss(model, batch, pooled_one, patches, tokenizer.ids.eos, cfg.device, probe,
-                                cfg.probe_weight, pointer, cfg.pointer_weight)
+                                cfg.probe_weight, pointer, cfg.pointer_weight, cfg.look_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.clip)
@@ -601,6 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vq-steps", type=int, default=VQTrainConfig.steps)
     p.add_argument("--vision-steps", type=int, default=TrainConfig.vision_steps)
     p.add_argument("--pointer-weight", type=float, default=TrainConfig.pointer_weight)
+    p.add_argument("--look-weight", type=float, default=TrainConfig.look_weight)
     p.add_argument("--workers", type=int, default=DataConfig.workers)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the model's training")
     p.add_argument("--data-cache", type=Path, default=None,
@@ -608,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = TrainConfig(seed=args.seed, steps=args.steps, batch=args.batch, device=args.device,
                       vision_steps=args.vision_steps, pointer_weight=args.pointer_weight,
+                      look_weight=args.look_weight,
                       data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
                                       workers=args.workers),
                       vq=VQTrainConfig(steps=args.vq_steps))

@@ -75,6 +75,23 @@ def test_llm_block_matches_reference_shaped_computation():
     torch.testing.assert_close(ours, ref_llm_block(x, blk, cfg, pos), atol=1e-5, rtol=1e-5)
 
 
+def test_attention_qkv_are_what_the_forward_pass_attends_with():
+    """Training reads one head's attention scores from ``qkv`` (app.sim.train.look_loss)."""
+    model = tiny_model()
+    cfg = model.cfg.llm_config
+    x = torch.randn(2, 7, cfg.hidden_size)
+    model.init_rope()
+    cos, sin = model.rope_cos[:7], model.rope_sin[:7]
+    attn = model.model.transformer.blocks[0].self_attn
+    q, k, v = attn.qkv(x, cos, sin)
+    rep = cfg.num_attention_heads // cfg.num_key_value_heads
+    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(cfg.head_dim)
+    scores = scores.masked_fill(torch.triu(torch.ones(7, 7, dtype=torch.bool), 1), float("-inf"))
+    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 7, -1) @ attn.attn_out.weight.T
+    torch.testing.assert_close(attn(x, cos, sin, 0, None, None, None, None), out, atol=1e-5, rtol=1e-5)
+
+
 def test_pooling_and_projector_match_reference_shaped_computation():
     model = tiny_model()
     vb = model.model.vision_backbone

@@ -9,7 +9,7 @@ import torch
 from app.sim.datagen import StepRecord
 from app.sim import train as train_module
 from app.sim.datagen import LOCATED
-from app.sim.train import (IMAGE_SIDE, LocationProbe, ModelShape, PointerHead, SampleBuilder, TrainConfig, UNNORM_KEY,
+from app.sim.train import (Example, IMAGE_SIDE, LocationProbe, ModelShape, PointerHead, SampleBuilder, TrainConfig, UNNORM_KEY,
                            batch_loss, image_reliance, length_groups, model_config, norm_stats_from,
                            preprocessor_config, tokenizer_corpus)
 from model.checkpoint import init_random_
@@ -142,11 +142,12 @@ def test_grouped_batch_loss_equals_one_padded_batch(pieces, monkeypatch):
     one = processor([builder.blank], "x")
     args = (model, batch, one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos)
     assert len(length_groups([len(e.ids) for e in batch])) == 2
-    grouped, info = batch_loss(*args, pointer=pointer)
+    grouped, info = batch_loss(*args, pointer=pointer, look_weight=0.3)
     monkeypatch.setattr(train_module, "length_groups", lambda lengths: [list(range(len(lengths)))])
-    single, info_single = batch_loss(*args, pointer=pointer)
+    single, info_single = batch_loss(*args, pointer=pointer, look_weight=0.3)
     assert grouped.item() == pytest.approx(single.item(), rel=1e-5)
     assert info["pointer_loss"] == pytest.approx(info_single["pointer_loss"], rel=1e-4)
+    assert info["look_loss"] == pytest.approx(info_single["look_loss"], rel=1e-4)
 
 
 def test_pointer_head_learns_to_point(pieces):
@@ -282,3 +283,38 @@ def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path):
     ck = load_checkpoint(tmp_path / "a")
     r = MolmoActDecoder(ck).reason(Observation([np.zeros((480, 640, 3), np.uint8)], "pick up the red cube"))
     assert len(r.depth_codes) == 100 and r.unnorm_key == UNNORM_KEY and np.all(np.isfinite(r.action))
+
+
+def test_look_target_is_the_image_token_where_the_answer_goes(pieces):
+    _, _, _, _, builder, recs = pieces
+    rec = recs[2]
+    red = rec.objects_model[LOCATED.index("red_cube")]
+    grid, cell = IMAGE_SIDE // 28, 256 / (IMAGE_SIDE // 28)
+    ex = builder.build(rec, np.zeros(100, int), "reason")
+    assert ex.look_at == int(red[1] // cell) * grid + int(red[0] // cell)
+    vis = builder.build(record(3, alt=True), np.zeros(100, int), "visual")
+    assert vis.look_at == 1 * grid + 0                    # the drawn alt trace ends at (40, 60): row 1, column 0
+    assert Example(ex.ids, ex.weights, ex.image).look_at is None
+
+
+def test_look_loss_teaches_one_head_where_to_look(pieces):
+    """Attention supervision drives the supervised head's attention onto the named object's image token;
+    its log-prob is the real attention's (the same q and k as the forward pass)."""
+    tokenizer, processor, stats_dict, _, builder, recs = pieces
+    torch.manual_seed(0)
+    model = small_model(tokenizer, stats_dict)
+    batch = [builder.build(r, np.arange(100) % 7, k) for r, k in zip(recs, ("reason", "reason", "visual", "reason"))]
+    one = processor([builder.blank], "x")
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss, info = batch_loss(model, batch, one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos,
+                                look_weight=5.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(info["look_loss"])
+    assert losses[0] > 4.0                           # ~uniform over the ~300 tokens at first
+    assert losses[-1] < 0.5 * losses[0] and info["look_acc"] == 1.0
+    _, plain = batch_loss(model, batch, one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos)
+    assert "look_loss" not in plain
