@@ -17,9 +17,9 @@ from app.sim.tasks import TASKS, Expert
 
 ROOT = Path(__file__).resolve().parents[3]
 BUNDLED = ROOT / "assets" / "sim-molmoact"
-# In the 640x480 front image; the model sees it at 168x168, so 1 px there is ~3.8 px here. A random model's
-# first waypoint is ~150 px off.
-FIRST_POINT_MEDIAN_PX = 15.0
+# In the 640x480 front image; the model sees it at 168x168, so 1 px there is ~3.8 px here (25 px: ~7 px of
+# the model's view). A random model's first waypoint is ~150 px off; the bundled one's median here is ~17 px.
+FIRST_POINT_MEDIAN_PX = 25.0
 FIRST_POINT_MAX_PX = 50.0
 STEPS = 8
 OTHER_PICKS = ("pick_yellow_ball", "pick_green_cylinder", "pick_blue_block")

@@ -274,7 +274,7 @@ def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path):
     from model.decoder import MolmoActDecoder
     from model.reasoning import Observation
     cfg = TrainConfig(steps=3, batch=4, shape=SMALL, log_every=1, vision_steps=2,
-                      data=DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=8, workers=1),
+                      data=DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=8, workers=1, record_prob=1.0),
                       vq=VQTrainConfig(steps=4, batch=4))
     runs = [train(cfg, tmp_path / name, log=lambda m: None) for name in ("a", "b")]
     assert runs[0]["records"] == runs[1]["records"] == 16
@@ -318,3 +318,4 @@ def test_look_loss_teaches_one_head_where_to_look(pieces):
     assert losses[-1] < 0.5 * losses[0] and info["look_acc"] == 1.0
     _, plain = batch_loss(model, batch, one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos)
     assert "look_loss" not in plain
+
