@@ -45,6 +45,7 @@ from model.tokenizer import MolmoActTokenizer, build_tiny_tokenizer, save_tokeni
 
 UNNORM_KEY = "sim"                 # the action adapter's preset for the simulated cell
 IMAGE_SIDE = 168                   # 12x12 patches of 14 px → 6x6 pooled image tokens
+TOKEN_GRID = IMAGE_SIDE // 28      # pooled image tokens per side (2x2 pooling of 14 px patches)
 VIT_RMS_MAX = 4.0
 SCALE_PENALTY = 0.1
 PROBE_WEIGHT = 0.5                 # the training-only location probe's loss (see LocationProbe)
@@ -160,9 +161,8 @@ class Example:
         """The image token (row-major over the pooled grid) whose cell holds where the answer goes."""
         if self.pointer_target is None:
             return None
-        grid = IMAGE_SIDE // 28
-        col, row = np.clip((self.pointer_target[0] / (256.0 / grid)).astype(int), 0, grid - 1)
-        return int(row * grid + col)
+        col, row = np.clip((self.pointer_target[0] / (256.0 / TOKEN_GRID)).astype(int), 0, TOKEN_GRID - 1)
+        return int(row * TOKEN_GRID + col)
 
 
 class SampleBuilder:
@@ -565,7 +565,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
 
     probe = None
     if cfg.probe_weight > 0 and records[0].objects_model is not None:
-        probe = LocationProbe(cfg.shape.llm_width, len(LOCATED) + 1, IMAGE_SIDE // 28).to(cfg.device)
+        probe = LocationProbe(cfg.shape.llm_width, len(LOCATED) + 1, TOKEN_GRID).to(cfg.device)
         _seeded_init_(probe.head, cfg.seed)
     pointer = None
     if cfg.pointer_weight > 0 and records[0].objects_model is not None:

@@ -9,9 +9,9 @@ import torch
 from app.sim.datagen import StepRecord
 from app.sim import train as train_module
 from app.sim.datagen import LOCATED
-from app.sim.train import (Example, IMAGE_SIDE, LocationProbe, ModelShape, PointerHead, SampleBuilder, TrainConfig, UNNORM_KEY,
-                           batch_loss, image_reliance, length_groups, model_config, norm_stats_from,
-                           preprocessor_config, tokenizer_corpus)
+from app.sim.train import (Example, IMAGE_SIDE, LocationProbe, ModelShape, PointerHead, SampleBuilder, TOKEN_GRID,
+                           TrainConfig, UNNORM_KEY, batch_loss, image_reliance, length_groups, model_config,
+                           norm_stats_from, preprocessor_config, tokenizer_corpus)
 from model.checkpoint import init_random_
 from model.actions import ActionStats, ActionTokenizer
 from model.grammar import parse_answer_ids, replay, steer_visual_program
@@ -233,7 +233,7 @@ def test_vision_pretraining_learns_where_things_are(pieces):
     scenes = [scene(i) for i in range(32)]
     model = small_model(tokenizer, stats_dict)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    probe = LocationProbe(SMALL.llm_width, 6, IMAGE_SIDE // 28)
+    probe = LocationProbe(SMALL.llm_width, 6, TOKEN_GRID)
     one = processor([builder.blank], "x")
     cfg = TrainConfig(batch=8, vision_steps=240, log_every=10)
     history = pretrain_vision(model, probe, scenes, cfg, one.pooled_patches_idx, one.crops.shape[1], log=lambda m: None)
@@ -289,7 +289,7 @@ def test_look_target_is_the_image_token_where_the_answer_goes(pieces):
     _, _, _, _, builder, recs = pieces
     rec = recs[2]
     red = rec.objects_model[LOCATED.index("red_cube")]
-    grid, cell = IMAGE_SIDE // 28, 256 / (IMAGE_SIDE // 28)
+    grid, cell = TOKEN_GRID, 256 / TOKEN_GRID
     ex = builder.build(rec, np.zeros(100, int), "reason")
     assert ex.look_at == int(red[1] // cell) * grid + int(red[0] // cell)
     vis = builder.build(record(3, alt=True), np.zeros(100, int), "visual")
