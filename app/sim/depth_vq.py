@@ -89,21 +89,22 @@ class DepthVQVAE(nn.Module):
 
 
 def train_depth_vqvae(inv_depths: np.ndarray, cfg: VQTrainConfig = VQTrainConfig(),
-                      log=print) -> DepthVQVAE:
-    """inv_depths: [N, 80, 80] (1/m). Returns the trained VQ-VAE (eval mode)."""
+                      log=print, device: torch.device | str = "cpu") -> DepthVQVAE:
+    """inv_depths: [N, 80, 80] (1/m). Returns the trained VQ-VAE (eval mode, on the CPU). The batches are
+    drawn on the CPU from the seed whatever ``device`` the steps run on."""
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     data = torch.from_numpy(np.asarray(inv_depths, np.float32))[:, None]
-    model = DepthVQVAE(commitment=cfg.commitment)
+    model = DepthVQVAE(commitment=cfg.commitment).to(device)
     with torch.no_grad():                       # seed the codebook with encoder outputs
-        z = model.encoder(data[torch.randperm(len(data), generator=g)[:64]])
+        z = model.encoder(data[torch.randperm(len(data), generator=g)[:64]].to(device))
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
         model.codebook.copy_(flat[torch.randperm(len(flat), generator=g)[:model.cfg.num_tokens]])
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    usage = torch.zeros(model.cfg.num_tokens)
+    usage = torch.zeros(model.cfg.num_tokens, device=device)
     for step in range(cfg.steps):
         idx = torch.randint(len(data), (cfg.batch,), generator=g)
-        x = data[idx]
+        x = data[idx].to(device)
         recon, codes, vq_loss = model(x)
         rec = F.l1_loss(recon, x)
         loss = rec + vq_loss
@@ -117,12 +118,12 @@ def train_depth_vqvae(inv_depths: np.ndarray, cfg: VQTrainConfig = VQTrainConfig
                 if len(dead):
                     z = model.encoder(x).permute(0, 2, 3, 1).reshape(-1, model.cfg.codebook_dim)
                     pick = torch.randint(len(z), (len(dead),), generator=g)
-                    model.codebook[dead] = z[pick]
+                    model.codebook[dead] = z[pick.to(device)]
             if (step + 1) % 100 == 0:
                 log(f"vq step {step + 1}: l1 {rec.item():.4f} vq {vq_loss.item():.4f} "
                     f"codes used {(usage > 0).sum().item()}/{model.cfg.num_tokens} re-seeded {len(dead)}")
             usage.zero_()
-    return model.eval()
+    return model.cpu().eval()
 
 
 def encode_all(model: DepthVQVAE, inv_depths: np.ndarray, batch: int = 256) -> np.ndarray:

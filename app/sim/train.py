@@ -38,7 +38,6 @@ from model.checkpoint import DEPTH_FILES, init_random_, preprocessor_config_dict
 from model.config import AdapterConfig, LlmConfig, MolmoActConfig, VitConfig
 from model.depth import save_depth_decoder
 from model.grammar import GrammarTokens
-from model.image_processing import patchify, siglip_normalize
 from model.molmoact import MolmoAct
 from model.processor import MolmoActProcessor, PROMPTS, chat_text, reasoning_prompt, steering_prompt
 from model.tokenizer import MolmoActTokenizer, build_tiny_tokenizer, save_tokenizer
@@ -88,7 +87,8 @@ class TrainConfig:
     vq: VQTrainConfig = field(default_factory=VQTrainConfig)
     shape: ModelShape = field(default_factory=ModelShape)
     threads: int | None = None
-    device: str = "cpu"            # "cuda" trains the language/vision model on a GPU (data and VQ stay on the CPU)
+    device: str = "cpu"            # "cuda" trains the VQ-VAE, vision tower and model on a GPU (data stays on the CPU)
+    train_seconds: float | None = None   # instead of ``steps``: as many steps as fit (see calibrate_steps)
     log_every: int = 50
 
 
@@ -155,6 +155,10 @@ class Example:
     pointer_at: int | None = None       # index into ids of the last hidden state the pointer head reads
     pointer_from: int | None = None     # ... and of the first (the prompt's last token)
     pointer_target: np.ndarray | None = None   # [2, 2] model space: where the answer goes, and the TCP
+
+    def look_position(self, image_patch_id: int) -> int:
+        """Where in ``ids`` the ``look_at`` image token sits."""
+        return int(np.flatnonzero(np.asarray(self.ids) == image_patch_id)[self.look_at])
 
     @property
     def look_at(self) -> int | None:
@@ -277,7 +281,8 @@ class LocationProbe(nn.Module):
         loss_centre = F.mse_loss(centre, ((self.centres - 128.0) / 64.0).expand_as(centre))
         with torch.no_grad():                       # what one token tells: the most present cell + its offset
             best = presence.argmax(1)                                                       # [B, K]
-            b_idx, k_idx = torch.arange(best.shape[0])[:, None], torch.arange(self.things)[None]
+            b_idx = torch.arange(best.shape[0], device=best.device)[:, None]
+            k_idx = torch.arange(self.things, device=best.device)[None]
             guess = self.centres[best] + offsets[b_idx, best, k_idx] * cell
             error = (guess - located).norm(dim=-1).mean(0)
         return loss_presence + loss_offset + loss_centre, error
@@ -299,19 +304,22 @@ class PointerHead(nn.Module):
         super().__init__()
         self.head = nn.Linear(width, 4)
 
-    def loss(self, hidden: list[torch.Tensor], target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """hidden: per sample [L_i, width] (its positions in order), target [N, 2, 2] model space →
-        (mean over samples of the mean squared error over positions, the last positions' mean error per
-        point in model units)."""
+    def loss(self, hidden: torch.Tensor, spans: torch.Tensor, target: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden [G, S, width] (a length group), spans [G, 2] (first, last position read, inclusive),
+        target [G, 2, 2] model space → (per sample: the mean squared error over its positions [G], the
+        last positions' error per point in model units [G, 2]). One batched head call: per-sample loops
+        of small ops are what bound a GPU step."""
         goal = target / 128.0 - 1.0
-        losses, last = [], []
-        for h, g in zip(hidden, goal):
-            pred = self.head(h.float()).view(-1, 2, 2)
-            losses.append((pred - g).pow(2).mean())
-            last.append(pred[-1])
+        pos = torch.arange(hidden.shape[1], device=hidden.device)[None]
+        read = (pos >= spans[:, :1]) & (pos <= spans[:, 1:])                                  # [G, S]
+        pred = self.head(hidden.float()).view(*hidden.shape[:2], 2, 2)
+        sq = (pred - goal[:, None]).pow(2).mean((-1, -2))                                   # [G, S]
+        per_sample = (sq * read).sum(1) / read.sum(1)
         with torch.no_grad():
-            error = ((torch.stack(last) - goal).norm(dim=-1) * 128.0).mean(0)
-        return torch.stack(losses).mean(), error
+            last = pred[torch.arange(len(pred), device=pred.device), spans[:, 1]]
+            error = (last - goal).norm(dim=-1) * 128.0
+        return per_sample, error
 
 
 def _seeded_init_(head: nn.Linear, seed: int) -> None:
@@ -328,30 +336,35 @@ def look_attention(model: MolmoAct) -> nn.Module:
 
 
 def look_loss(model: MolmoAct, attn_in: tuple[torch.Tensor, torch.Tensor, torch.Tensor], ids: torch.Tensor,
-              rows: list[tuple[int, Example]]) -> tuple[torch.Tensor, float]:
+              rows: list[tuple[int, Example]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention supervision: head ``LOOK_HEAD`` of ``look_attention``, from every answer position the
     pointer reads, should attend to the image token whose cell holds the named object (the drawn line's end).
 
     The pointer's regression says *what* to read but reaches the look-up only through attention weights
     that start uniform over ~300 tokens; naming the token to look at trains the instruction-to-image match
     (query: "red cube"; key: a token where the probe says red cube) directly. ``attn_in`` is that
-    attention's input (x, cos, sin) for the group's batch ``ids``; returns (mean -log p of the token,
-    the share of samples whose last position attends most to it)."""
+    attention's input (x, cos, sin) for the group's batch ``ids``; returns per row of ``rows`` (mean -log p
+    of the token over the positions read, whether the last position attends most to it). Batched over the
+    rows: one [R, S, S] score tensor, not a loop of small ops per sample."""
     attn = look_attention(model)
     q, k, _ = attn.qkv(*attn_in)
     kv_head = LOOK_HEAD // (attn.n_heads // attn.n_kv)
-    q, k = q[:, LOOK_HEAD], k[:, kv_head]                                    # [G, S, d]
-    losses, hits = [], 0
-    for row, e in rows:
-        patches = (ids[row] == model.cfg.image_patch_id).nonzero()[:, 0]
-        target = patches[e.look_at]
-        at = torch.arange(e.pointer_from, e.pointer_at + 1, device=q.device)
-        scores = (q[row, at] @ k[row, :e.pointer_at + 1].T) / math.sqrt(q.shape[-1])
-        causal = torch.arange(e.pointer_at + 1, device=q.device)[None, :] <= at[:, None]
-        logp = scores.float().masked_fill(~causal, float("-inf")).log_softmax(-1)[:, target]
-        losses.append(-logp.mean())
-        hits += int(scores[-1].argmax() == target)
-    return torch.stack(losses).mean(), hits / len(rows)
+    index = torch.tensor([row for row, _ in rows], device=q.device)
+    q, k = q[index, LOOK_HEAD], k[index, kv_head]                            # [R, S, d]
+    s = q.shape[1]
+    target = torch.tensor([e.look_position(model.cfg.image_patch_id) for _, e in rows], device=q.device)   # [R]
+    first = torch.tensor([e.pointer_from for _, e in rows], device=q.device)[:, None]
+    last = torch.tensor([e.pointer_at for _, e in rows], device=q.device)[:, None]
+    pos = torch.arange(s, device=q.device)
+    scores = (q @ k.transpose(1, 2)) / math.sqrt(q.shape[-1])                              # [R, S(q), S(k)]
+    causal = pos[None, :] <= pos[:, None]
+    logp = scores.float().masked_fill(~causal, float("-inf")).log_softmax(-1)
+    picked = logp.gather(2, target[:, None, None].expand(-1, s, 1))[..., 0]                 # [R, S]
+    read = (pos[None] >= first) & (pos[None] <= last)
+    per_row = -(picked.masked_fill(~read, 0.0)).sum(1) / read.sum(1)
+    at_last = scores[torch.arange(len(rows), device=q.device), last[:, 0]].masked_fill(pos[None] > last, float("-inf"))
+    hits = (at_last.argmax(-1) == target).float()
+    return per_row, hits
 
 
 def length_groups(lengths: list[int]) -> list[list[int]]:
@@ -365,10 +378,15 @@ def length_groups(lengths: list[int]) -> list[list[int]]:
     return [g for g in (order[:k], order[k:]) if g]
 
 
-def crops_of(images: np.ndarray) -> torch.Tensor:
-    """uint8 [B, S, S, 3] → the processor's crops [B, P, 588] (normalize, then patchify)."""
-    x = siglip_normalize(images.astype(np.float32) / np.float32(255.0))
-    return torch.from_numpy(np.ascontiguousarray(patchify(x, 14)))
+def crops_of(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 [B, S, S, 3] → the processor's crops [B, P, 588] on ``device`` (normalize, then patchify, as
+    ``siglip_normalize`` and ``patchify`` do; done there, so a GPU step does not wait on the CPU for it)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).float() / 255.0
+    x = x * 2.0 - 1.0
+    b, h, w, c = x.shape
+    p = 14
+    x = x[:, :h // p * p, :w // p * p].reshape(b, h // p, p, w // p, p, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, (h // p) * (w // p), p * p * c).contiguous()
 
 
 def image_features(model: MolmoAct, images: np.ndarray, pooled_one: torch.Tensor, patches: int,
@@ -376,7 +394,7 @@ def image_features(model: MolmoAct, images: np.ndarray, pooled_one: torch.Tensor
     """uint8 [B, S, S, 3] → the image tokens' features [B * tokens, llm_width] (batch order), the scale
     guard's penalty, and the features' RMS."""
     b = len(images)
-    crops = crops_of(images).to(device)
+    crops = crops_of(images, device)
     pooled = torch.cat([pooled_one + i * patches for i in range(b)], 0).to(device)
     vb = model.model.vision_backbone
     vit = vb.encode(crops)                                   # the pieces of vb.forward, to see their scale
@@ -440,9 +458,10 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
     ce_sum = torch.zeros((), device=device)
     w_sum = torch.zeros((), device=device)
     hits, counted = 0, 0
-    pointed: list[torch.Tensor] = []
-    targets: list[np.ndarray] = []
-    looks: list[tuple[torch.Tensor, float, int]] = []
+    pointer_losses: list[torch.Tensor] = []
+    pointer_errors: list[torch.Tensor] = []
+    look_losses: list[torch.Tensor] = []
+    look_hits: list[torch.Tensor] = []
     captured: list[tuple] = []
     hook = None
     if look_weight > 0:
@@ -462,7 +481,9 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
             hidden = model(model.add_image_features(model.model.transformer.wte(ids), ids, group_feats))
             looked = [(row, examples[i]) for row, i in enumerate(group) if examples[i].look_at is not None]
             if captured and looked:
-                looks.append((*look_loss(model, captured.pop(), ids, looked), len(looked)))
+                per_row, hit = look_loss(model, captured.pop(), ids, looked)
+                look_losses.append(per_row)
+                look_hits.append(hit)
             captured.clear()
             logits = model.logits(hidden[:, :-1])
             target, w = ids[:, 1:].clamp(max=logits.shape[-1] - 1), wts[:, 1:]   # image specials: weight 0
@@ -470,12 +491,16 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
             ce_sum = ce_sum + (ce.view(len(group), -1) * w).sum()
             w_sum = w_sum + w.sum()
             if pointer is not None:
-                for row, i in enumerate(group):
-                    e = examples[i]
-                    if e.pointer_at is not None and e.pointer_target is not None:
-                        start = e.pointer_at if e.pointer_from is None else e.pointer_from
-                        pointed.append(hidden[row, start:e.pointer_at + 1])
-                        targets.append(e.pointer_target)
+                rows = [(row, examples[i]) for row, i in enumerate(group)
+                        if examples[i].pointer_at is not None and examples[i].pointer_target is not None]
+                if rows:
+                    spans = torch.tensor([[e.pointer_at if e.pointer_from is None else e.pointer_from, e.pointer_at]
+                                          for _, e in rows], device=device)
+                    target_xy = torch.from_numpy(np.stack([e.pointer_target for _, e in rows])).to(device)
+                    per_sample, err = pointer.loss(hidden[torch.tensor([r for r, _ in rows], device=device)],
+                                                   spans, target_xy)
+                    pointer_losses.append(per_sample)
+                    pointer_errors.append(err)
             with torch.no_grad():
                 pred = logits.argmax(-1)
                 act = w >= 1.0                                   # trace and action tokens (not depth, not fixed text)
@@ -487,19 +512,19 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
     ce_loss = ce_sum / w_sum.clamp(min=1e-6)
     loss = ce_loss + SCALE_PENALTY * scale_penalty
     info: dict[str, float] = {}
-    if looks:
-        n = sum(c for _, _, c in looks)
-        look = sum(l * c for l, _, c in looks) / n
+    if look_losses:
+        look = torch.cat(look_losses).mean()
         loss = loss + look_weight * look
         info["look_loss"] = round(float(look.detach()), 4)
-        info["look_acc"] = round(sum(a * c for _, a, c in looks) / n, 3)
+        info["look_acc"] = round(float(torch.cat(look_hits).mean()), 3)
     if probe is not None and all(e.located is not None for e in examples):
         probe_loss, error = probe.loss(feats, torch.from_numpy(np.stack([e.located for e in examples])).to(device))
         loss = loss + probe_weight * probe_loss
         info["probe_loss"] = round(float(probe_loss.detach()), 4)
         info["probe_error"] = round(float(error.mean()), 2)
-    if pointed:
-        pointer_loss, error = pointer.loss(pointed, torch.from_numpy(np.stack(targets)).to(device))
+    if pointer_losses:
+        pointer_loss = torch.cat(pointer_losses).mean()
+        error = torch.cat(pointer_errors).mean(0)
         loss = loss + pointer_weight * pointer_loss
         info["pointer_loss"] = round(float(pointer_loss.detach()), 4)
         info["pointer_error_goal"], info["pointer_error_tcp"] = (round(float(e), 2) for e in error)
@@ -524,6 +549,9 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     t0 = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if str(cfg.device).startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True     # fp32 weights, TF32 tensor-core products
+        torch.backends.cudnn.allow_tf32 = True
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -536,7 +564,8 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
 
     inv = np.stack([r.inv_depth for r in records])
     rng = np.random.default_rng(cfg.seed)
-    vq = train_depth_vqvae(inv[rng.permutation(len(inv))[:4000]], replace(cfg.vq, seed=cfg.seed), log=log)
+    vq = train_depth_vqvae(inv[rng.permutation(len(inv))[:4000]], replace(cfg.vq, seed=cfg.seed), log=log,
+                           device=cfg.device)
     codes = encode_all(vq, inv)
     t_vq = time.perf_counter() - t0 - t_data
     log(f"depth VQ-VAE trained in {t_vq:.0f} s; {len(np.unique(codes))} codes in use")
@@ -575,47 +604,75 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     vision_history = pretrain_vision(model, probe, records, cfg, pooled_one, patches, log) \
         if probe is not None and cfg.vision_steps > 0 else []
     t_vision = time.perf_counter() - t_vision0
-    params = list(model.named_parameters()) + [p for aux in (probe, pointer) if aux is not None
-                                               for p in aux.named_parameters()]
-    decay = [p for n, p in params if p.ndim >= 2]
-    no_decay = [p for n, p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     kinds = ("reason", "reason_alt", "visual")
-    val_rng = np.random.default_rng(cfg.seed + 1)
-    val = [builder.build(records[i], codes[i], "reason")
-           for i in val_rng.choice(len(records), min(32, len(records)), replace=False)]
-    order = rng.permutation(len(records))
-    pos = 0
-    t_train0 = time.perf_counter()
-    history = []
-    for step in range(cfg.steps):
-        lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup, floor=0.1)
-        for g in opt.param_groups:
-            g["lr"] = lr
+
+    def draw_batch(order: np.ndarray, pos: int, draw_rng: np.random.Generator) -> tuple[list[Example], np.ndarray, int]:
         batch = []
         while len(batch) < cfg.batch:
             if pos >= len(order):
-                order, pos = rng.permutation(len(records)), 0
+                order, pos = draw_rng.permutation(len(records)), 0
             i = order[pos]
             pos += 1
-            kind = kinds[int(rng.choice(3, p=cfg.mix))]
+            kind = kinds[int(draw_rng.choice(3, p=cfg.mix))]
             if kind == "reason_alt" and records[i].alt_trace is None:
                 kind = "reason"
             batch.append(builder.build(records[i], codes[i], kind))
-        loss, info = batch_loss(model, batch, pooled_one, patches, tokenizer.ids.eos, cfg.device, probe,
-                                cfg.probe_weight, pointer, cfg.pointer_weight, cfg.look_weight)
+        return batch, order, pos
+
+    def batch_stream(draw_rng: np.random.Generator, order: np.ndarray, n: int):
+        """``n`` batches in draw order, the next one built in a thread while the current step runs (the
+        stream is the same as building them inline: only that thread touches ``draw_rng``)."""
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(1) as pool:
+            state = (order, 0)
+            future = pool.submit(draw_batch, *state, draw_rng) if n > 0 else None
+            for k in range(n):
+                batch, *state = future.result()
+                if k + 1 < n:
+                    future = pool.submit(draw_batch, *state, draw_rng)
+                yield batch
+
+    def make_optimizer(named: list[tuple[str, nn.Parameter]]) -> torch.optim.Optimizer:
+        decay = [p for n, p in named if p.ndim >= 2]
+        no_decay = [p for n, p in named if p.ndim < 2]
+        return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                  {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+
+    def train_step(net: MolmoAct, aux_probe, aux_pointer, opt, named, batch, lr):
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss, info = batch_loss(net, batch, pooled_one, patches, tokenizer.ids.eos, cfg.device, aux_probe,
+                                cfg.probe_weight, aux_pointer, cfg.pointer_weight, cfg.look_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.clip)
+        torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.clip)
         opt.step()
+        return loss, info
+
+    def named_of(net, aux_probe, aux_pointer):
+        return list(net.named_parameters()) + [p for aux in (aux_probe, aux_pointer) if aux is not None
+                                               for p in aux.named_parameters()]
+
+    steps = cfg.steps
+    if cfg.train_seconds:
+        steps = calibrate_steps(cfg, model, probe, pointer, batch_stream, make_optimizer, train_step, named_of, log)
+    params = named_of(model, probe, pointer)
+    opt = make_optimizer(params)
+    val_rng = np.random.default_rng(cfg.seed + 1)
+    val = [builder.build(records[i], codes[i], "reason")
+           for i in val_rng.choice(len(records), min(32, len(records)), replace=False)]
+    t_train0 = time.perf_counter()
+    history = []
+    for step, batch in enumerate(batch_stream(rng, rng.permutation(len(records)), steps)):
+        lr = cosine_lr(step, steps, cfg.lr, cfg.warmup, floor=0.1)
+        loss, info = train_step(model, probe, pointer, opt, params, batch, lr)
         if (step + 1) % cfg.log_every == 0 or step == 0:
             el = time.perf_counter() - t_train0
-            if (step + 1) % (4 * cfg.log_every) == 0 or step + 1 == cfg.steps:
+            if (step + 1) % (4 * cfg.log_every) == 0 or step + 1 == steps:
                 info.update(image_reliance(model, val, pooled_one, patches, tokenizer.ids.eos, cfg.device))
             info["ce"] = round(info["ce"], 4)
             history.append({"step": step + 1, "loss": round(loss.item(), 4), **info})
-            log(f"step {step + 1}/{cfg.steps} loss {loss.item():.4f} lr {lr:.2e} {el / (step + 1):.2f} s/step "
+            log(f"step {step + 1}/{steps} loss {loss.item():.4f} lr {lr:.2e} {el / (step + 1):.2f} s/step "
                 + " ".join(f"{k} {v:.3f}" for k, v in info.items()))
     t_train = time.perf_counter() - t_train0
 
@@ -623,18 +680,50 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     save_weights(state, out_dir, shards=1)
     cfg_dict = mcfg.to_dict()
-    cfg_dict["training"] = {"script": "python -m app.sim.train", "seed": cfg.seed, "steps": cfg.steps,
+    cfg_dict["training"] = {"script": "python -m app.sim.train", "seed": cfg.seed, "steps": steps,
+                            "device": str(cfg.device), "lr": cfg.lr,
                             "vision_steps": cfg.vision_steps if probe is not None else 0,
                             "batch": cfg.batch, "records": len(records)}
     (out_dir / "config.json").write_text(json.dumps(cfg_dict, indent=2))
     save_depth_decoder(vq.export_decoder(), out_dir / DEPTH_FILES[0])
-    summary = {"records": len(records), "params": n_params, "data_s": round(t_data, 1), "vq_s": round(t_vq, 1),
+    summary = {"records": len(records), "params": n_params, "steps": steps, "data_s": round(t_data, 1), "vq_s": round(t_vq, 1),
                "vision_s": round(t_vision, 1), "train_s": round(t_train, 1), "total_s": round(time.perf_counter() - t0, 1),
                "final_loss": history[-1]["loss"] if history else None}
     (out_dir / "training_log.json").write_text(json.dumps({"summary": summary, "vision_history": vision_history,
                                                               "history": history}, indent=1))
     log(json.dumps(summary))
     return summary
+
+
+def calibrate_steps(cfg: TrainConfig, model: MolmoAct, probe, pointer, batch_stream, make_optimizer, train_step,
+                    named_of, log=print, probe_steps: int = 40, skip: int = 10) -> int:
+    """How many steps fit in ``cfg.train_seconds``: time ``probe_steps`` real steps on a throwaway copy of
+    the model and its heads (own optimizer, own batch stream), so the run itself is exactly what
+    ``--steps N`` with the printed N gives. The first ``skip`` steps (allocator and kernel warm-up) are
+    not timed."""
+    import copy
+    net, aux_probe, aux_pointer = copy.deepcopy(model), copy.deepcopy(probe), copy.deepcopy(pointer)
+    named = named_of(net, aux_probe, aux_pointer)
+    opt = make_optimizer(named)
+    t0 = None
+    for step, batch in enumerate(batch_stream(np.random.default_rng(cfg.seed + 99), np.zeros(0, np.int64),
+                                              probe_steps)):
+        if step == skip:
+            _sync(cfg.device)
+            t0 = time.perf_counter()
+        train_step(net, aux_probe, aux_pointer, opt, named, batch, cfg.lr * 0.1)
+    _sync(cfg.device)
+    per_step = (time.perf_counter() - t0) / (probe_steps - skip)
+    steps = max(1, int(cfg.train_seconds / per_step))
+    log(f"calibration: {per_step * 1000:.0f} ms/step at batch {cfg.batch} on {cfg.device}: {steps} steps fit in "
+        f"{cfg.train_seconds:.0f} s (rerun with --steps {steps} for the same run)")
+    del net, aux_probe, aux_pointer, opt
+    return steps
+
+
+def _sync(device) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def _cached_records(data_cfg: DataConfig, cache: Path | None, log) -> list[StepRecord]:
@@ -663,6 +752,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
     p.add_argument("--batch", type=int, default=TrainConfig.batch)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--train-seconds", type=float, default=None,
+                   help="train as many steps as fit in this many seconds (measured first; the log says the N "
+                        "that --steps N reproduces)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--data-only", action="store_true",
+                   help="generate the data into --data-cache and stop (several runs can then share it)")
     p.add_argument("--episodes-per-task", type=int, default=DataConfig.episodes_per_task)
     p.add_argument("--steer-episodes", type=int, default=DataConfig.steer_episodes)
     p.add_argument("--vq-steps", type=int, default=VQTrainConfig.steps)
@@ -674,13 +770,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-cache", type=Path, default=None,
                    help="pickle of the generated data, reused when the data settings match (outside the repo)")
     args = p.parse_args(argv)
-    cfg = TrainConfig(seed=args.seed, steps=args.steps, batch=args.batch, device=args.device,
+    if args.data_only and args.data_cache is None:
+        p.error("--data-only needs --data-cache")
+    cfg = TrainConfig(seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr, device=args.device,
+                      train_seconds=args.train_seconds, threads=args.threads,
                       vision_steps=args.vision_steps, pointer_weight=args.pointer_weight,
                       look_weight=args.look_weight,
                       data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
                                       workers=args.workers),
                       vq=VQTrainConfig(steps=args.vq_steps))
-    train(cfg, Path(args.out), log=lambda m: print(m, flush=True), data_cache=args.data_cache)
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    if args.data_only:
+        records = _cached_records(replace(cfg.data, seed=cfg.seed, image_side=IMAGE_SIDE, progress=True),
+                                  args.data_cache, log)
+        log(f"{len(records)} steps written to {args.data_cache}")
+        return 0
+    train(cfg, Path(args.out), log=log, data_cache=args.data_cache)
     return 0
 
 

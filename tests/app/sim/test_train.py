@@ -285,6 +285,26 @@ def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path):
     assert len(r.depth_codes) == 100 and r.unnorm_key == UNNORM_KEY and np.all(np.isfinite(r.action))
 
 
+@pytest.mark.slow
+def test_time_budgeted_run_is_the_run_with_the_steps_it_reports(tmp_path):
+    """``--train-seconds`` times real steps on a throwaway copy, so the run it makes is byte for byte the
+    run that ``--steps N`` with the reported N makes (what the README's reproduction command relies on)."""
+    from app.sim.datagen import DataConfig
+    from app.sim.depth_vq import VQTrainConfig
+    from app.sim.train import train
+    cfg = TrainConfig(batch=4, shape=SMALL, log_every=1, vision_steps=2, train_seconds=2.0,
+                      data=DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=8, workers=1, record_prob=1.0),
+                      vq=VQTrainConfig(steps=4, batch=4))
+    lines: list[str] = []
+    budgeted = train(cfg, tmp_path / "a", log=lines.append)
+    assert any(f"--steps {budgeted['steps']} " in line for line in lines)
+    assert budgeted["steps"] >= 1
+    fixed = train(replace(cfg, train_seconds=None, steps=budgeted["steps"]), tmp_path / "b", log=lambda m: None)
+    assert fixed["steps"] == budgeted["steps"]
+    name = "model-00001-of-00001.safetensors"
+    assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
 def test_look_target_is_the_image_token_where_the_answer_goes(pieces):
     _, _, _, _, builder, recs = pieces
     rec = recs[2]
@@ -319,3 +339,48 @@ def test_look_loss_teaches_one_head_where_to_look(pieces):
     _, plain = batch_loss(model, batch, one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos)
     assert "look_loss" not in plain
 
+
+
+def test_batched_look_and_pointer_losses_equal_a_per_sample_computation(pieces):
+    """The batched losses are the per-sample definitions: for each sample, the look head's -log p of the
+    target image token averaged over the positions read, and the pointer's squared error over them."""
+    import math
+    from app.sim.train import look_attention, look_loss, LOOK_HEAD
+    tokenizer, processor, stats_dict, _, builder, recs = pieces
+    torch.manual_seed(1)
+    model = small_model(tokenizer, stats_dict)
+    pointer = PointerHead(SMALL.llm_width)
+    batch = [builder.build(r, np.arange(100) % 7, "reason") for r in recs]
+    s = max(len(e.ids) for e in batch)
+    ids = torch.full((len(batch), s), tokenizer.ids.eos, dtype=torch.long)
+    for row, e in enumerate(batch):
+        ids[row, :len(e.ids)] = torch.tensor(e.ids)
+    one = processor([builder.blank], "x")
+    feats, _, _ = train_module.image_features(model, np.stack([e.image for e in batch]), one.pooled_patches_idx,
+                                              one.crops.shape[1])
+    captured = []
+    hook = look_attention(model).register_forward_pre_hook(lambda _m, args: captured.append(args[:3]))
+    with torch.no_grad():
+        hidden = model(model.add_image_features(model.model.transformer.wte(ids), ids, feats))
+        hook.remove()
+        rows = [(1, batch[1]), (3, batch[3]), (0, batch[0])]           # any subset, any order
+        per_row, hits = look_loss(model, captured[0], ids, rows)
+        attn = look_attention(model)
+        q, k, _ = attn.qkv(*captured[0])
+        for (row, e), got, hit in zip(rows, per_row, hits):
+            target = (ids[row] == model.cfg.image_patch_id).nonzero()[:, 0][e.look_at]
+            want = []
+            for at in range(e.pointer_from, e.pointer_at + 1):
+                sc = q[row, LOOK_HEAD, at] @ k[row, LOOK_HEAD, :at + 1].T / math.sqrt(q.shape[-1])
+                want.append(-sc.log_softmax(-1)[target])
+                if at == e.pointer_at:
+                    assert bool(hit) == bool(sc.argmax() == target)
+            assert float(got) == pytest.approx(float(torch.stack(want).mean()), rel=1e-4)
+        spans = torch.tensor([[e.pointer_from, e.pointer_at] for e in batch])
+        target_xy = torch.from_numpy(np.stack([e.pointer_target for e in batch]))
+        per_sample, error = pointer.loss(hidden, spans, target_xy)
+        for row, e in enumerate(batch):
+            pred = pointer.head(hidden[row, e.pointer_from:e.pointer_at + 1]).view(-1, 2, 2)
+            goal = target_xy[row] / 128.0 - 1.0
+            assert float(per_sample[row]) == pytest.approx(float((pred - goal).pow(2).mean()), rel=1e-5)
+            assert error[row].numpy() == pytest.approx(((pred[-1] - goal).norm(dim=-1) * 128).numpy(), rel=1e-4)
