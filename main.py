@@ -35,6 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--camera.type", dest="camera_type", default="sim")
     p.add_argument("--camera.serial", dest="camera_serial", default=None)
     p.add_argument("--camera.path", dest="camera_path", default=None)
+    p.add_argument("--camera.wrist_serial", dest="camera_wrist_serial", default=None,
+                   help="realsense: the wrist camera, for a model that takes a wrist image (see its config.json 'cameras')")
+    p.add_argument("--camera.wrist_path", dest="camera_wrist_path", default=None,
+                   help="recording: the wrist camera's recording, likewise")
     p.add_argument("--camera.width", dest="camera_width", type=int, default=640)
     p.add_argument("--camera.height", dest="camera_height", type=int, default=480)
     p.add_argument("--camera.fps", dest="camera_fps", type=int, default=30)
@@ -71,6 +75,7 @@ def station_config(args: argparse.Namespace):
     arm_type = args.arm_type or ("sim" if args.camera_type == "sim" else "none")
     return StationConfig(
         camera=CameraConfig(type=args.camera_type, serial=args.camera_serial, path=args.camera_path,
+                            wrist_serial=args.camera_wrist_serial, wrist_path=args.camera_wrist_path,
                             width=args.camera_width, height=args.camera_height, fps=args.camera_fps),
         arm=ArmConfig(type=arm_type, host=args.arm_host, enable=args.arm_enable),
         sim=SimTaskConfig(task=args.sim_task, seed=args.seed),

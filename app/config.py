@@ -20,6 +20,8 @@ class CameraConfig:
     height: int = 480
     fps: int = 30
     sim_camera: str = "front"          # sim: "front" or "wrist"
+    wrist_serial: str | None = None    # realsense: the wrist camera, for a model that takes a wrist image
+    wrist_path: str | None = None      # recording: the wrist camera's recording, likewise
 
     def __post_init__(self) -> None:
         if self.type not in CAMERA_TYPES:
@@ -28,6 +30,8 @@ class CameraConfig:
             raise ValueError("--camera.type=recording needs --camera.path=FILE")
         if self.path and self.type == "recording" and not Path(self.path).is_file():
             raise ValueError(f"--camera.path: no such recording: {self.path}")
+        if self.wrist_path and self.type == "recording" and not Path(self.wrist_path).is_file():
+            raise ValueError(f"--camera.wrist_path: no such recording: {self.wrist_path}")
         if min(self.width, self.height, self.fps) <= 0:
             raise ValueError("--camera.width/height/fps must be positive")
 

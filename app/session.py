@@ -214,8 +214,10 @@ class Session:
     def __init__(self, camera: Camera, policy: Policy, arm: Arm | None = None,
                  guard: SafetyGuard | None = None, config: SessionConfig | None = None,
                  adapter_factory: Callable[[str, str], Any] | None = None,
-                 on_close: Sequence[Callable[[], None]] = ()) -> None:
+                 on_close: Sequence[Callable[[], None]] = (),
+                 extra_cameras: Sequence[Camera] = ()) -> None:
         self.camera = camera
+        self.extra_cameras = list(extra_cameras)    # the model's other images (a wrist camera), in its order
         self.policy = policy
         self.arm = arm
         self.guard = guard or SafetyGuard()
@@ -319,6 +321,7 @@ class Session:
         if self.arm is not None:
             steps += [self.arm.stop, self.arm.disconnect]
         steps.append(self.camera.disconnect)
+        steps += [cam.disconnect for cam in self.extra_cameras]
         steps += self._on_close
         for fn in steps:
             try:
@@ -733,7 +736,8 @@ class Session:
             finally:
                 self._motion.release()
         self._publish_frame(frame)
-        obs = Observation([frame.rgb], instruction, unnorm_key=self.config.unnorm_key)
+        extra = [cam.read(timeout_s=self.config.camera_timeout_s).rgb for cam in self.extra_cameras]
+        obs = Observation([frame.rgb, *extra], instruction, unnorm_key=self.config.unnorm_key)
         r = self.policy.reason(obs)
         self.counters["reason"] += 1
         with self._lock:

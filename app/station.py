@@ -16,7 +16,7 @@ class StationError(RuntimeError):
 def open_session(cfg: StationConfig, session_cfg: SessionConfig | None = None,
                  safety: SafetyConfig | None = None) -> Session:
     """Load the model, open the devices, connect them; the session owns and releases them."""
-    from app.devices.factory import make_arm, make_camera, make_sim_cell
+    from app.devices.factory import make_arm, make_camera, make_extra_cameras, make_sim_cell
     from model.checkpoint import CheckpointError, load_checkpoint
     from model.config import ConfigError
     from model.decoder import MolmoActDecoder
@@ -29,11 +29,15 @@ def open_session(cfg: StationConfig, session_cfg: SessionConfig | None = None,
         raise StationError(f"cannot load the model: {e}") from e
     decoder = MolmoActDecoder(ckpt)
     cell = camera = arm = None
+    extras: list = []
     try:
         if cfg.camera.type == "sim":
             cell = make_sim_cell(cfg.camera, cfg.sim, session_cfg.instruction)
         camera = make_camera(cfg.camera, cell)
         camera.connect()
+        extras = make_extra_cameras(cfg.camera, ckpt.cameras[1:], cell)
+        for extra in extras:
+            extra.connect()
         arm = make_arm(cfg.arm, cell)
         if arm is not None:
             arm.connect()
@@ -41,7 +45,7 @@ def open_session(cfg: StationConfig, session_cfg: SessionConfig | None = None,
                 arm.enable()
     except (KeyError, ValueError, CameraError, ArmError) as e:
         for release in (getattr(arm, "disconnect", None), getattr(camera, "disconnect", None),
-                        getattr(cell, "close", None)):
+                        *(x.disconnect for x in extras), getattr(cell, "close", None)):
             if release is not None:
                 try:
                     release()
@@ -53,4 +57,4 @@ def open_session(cfg: StationConfig, session_cfg: SessionConfig | None = None,
     session_cfg.model_name = ckpt.model_id
     session_cfg.device = cfg.model.device
     return Session(camera, decoder, arm, SafetyGuard(safety or SafetyConfig()), session_cfg,
-                   on_close=[cell.close] if cell is not None else [])
+                   on_close=[cell.close] if cell is not None else [], extra_cameras=extras)

@@ -57,6 +57,7 @@ class LoadedCheckpoint:
     tokenizer: MolmoActTokenizer
     processor: MolmoActProcessor
     depth_decoder: DepthDecoder | None
+    cameras: tuple[str, ...] = ("front",)   # which camera each image is, in prompt order (first = trace image)
 
     @property
     def model_id(self) -> str:
@@ -187,6 +188,16 @@ def find_depth_file(path: Path) -> Path | None:
     return None
 
 
+def read_cameras(config_path: Path) -> tuple[str, ...]:
+    """The images the model was trained on, from config.json's ``cameras`` (our key; the official
+    checkpoints do not say, and the station then feeds its one camera)."""
+    cameras = json.loads(config_path.read_text(encoding="utf-8")).get("cameras", ["front"])
+    if (not isinstance(cameras, list) or not cameras or len(set(cameras)) != len(cameras)
+            or not all(isinstance(c, str) and c for c in cameras)):
+        raise CheckpointError(f"{config_path}: 'cameras' must be a list of distinct camera names, got {cameras!r}")
+    return tuple(cameras)
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                     load_depth: bool = True) -> LoadedCheckpoint:
     """Load config, tokenizer, processor, weights and (if present) the depth decoder of a checkpoint dir."""
@@ -223,7 +234,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
             except ValueError as e:
                 raise CheckpointError(str(e)) from None
     return LoadedCheckpoint(path=path, config=cfg, model=model, tokenizer=tokenizer, processor=processor,
-                            depth_decoder=depth)
+                            depth_decoder=depth, cameras=read_cameras(path / "config.json"))
 
 
 # -- random weights ------------------------------------------------------------------------

@@ -46,3 +46,31 @@ def make_arm(cfg: ArmConfig, cell=None) -> Arm | None:
         return UniversalRobot(URConfig(host=cfg.host) if cfg.host else URConfig())
     from .franka import Franka, FrankaConfig
     return Franka(FrankaConfig(host=cfg.host) if cfg.host else FrankaConfig())
+
+
+def make_extra_cameras(cfg: CameraConfig, names: "tuple[str, ...] | list[str]", cell=None) -> list[Camera]:
+    """The cameras for a model's images after the first (``LoadedCheckpoint.cameras[1:]``): on the sim
+    cell its camera of that name; on a real cell only a wrist camera, given by serial or recording."""
+    cameras: list[Camera] = []
+    for name in names:
+        if cfg.type == "sim":
+            from app.sim import scene
+            from .sim_camera import SimCamera
+            if name not in scene.CAMERAS:
+                raise ValueError(f"the model takes a {name!r} image; the simulated cell has {', '.join(scene.CAMERAS)}")
+            cameras.append(SimCamera(cell, name))
+            continue
+        if name != "wrist":
+            raise ValueError(f"the model takes a {name!r} image; a real cell can add only a wrist camera")
+        if cfg.type == "realsense":
+            if not cfg.wrist_serial:
+                raise ValueError("the model takes a wrist image too: pass --camera.wrist_serial=SERIAL")
+            from .realsense import RealSenseCamera, RealSenseConfig
+            cameras.append(RealSenseCamera(RealSenseConfig(serial=cfg.wrist_serial, width=cfg.width,
+                                                           height=cfg.height, fps=cfg.fps)))
+        else:
+            if not cfg.wrist_path:
+                raise ValueError("the model takes a wrist image too: pass --camera.wrist_path=FILE")
+            from .realsense import RecordingCamera
+            cameras.append(RecordingCamera(cfg.wrist_path))
+    return cameras

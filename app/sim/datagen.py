@@ -11,6 +11,11 @@ VQ-VAE, and three (trace, action) labels:
   instruction's, and the action that follows that trace);
 * ``drawn``: the front image with ``own`` or ``alt`` drawn on it as ``steer_visual`` draws it.
 
+With ``wrist`` (the default) each record also holds the wrist camera's view, MolmoAct's second image
+(as in the reference's LIBERO setup: the trace is drawn and predicted on the first image only), and
+where the objects are in it. The front camera sees a 3 cm cube as a few of the model's pixels and
+cannot tell "further away" from "higher"; the wrist view shows the fingers and the object together.
+
 Executed actions get noise (the labels never do) so the closed loop sees states off the expert's path.
 Deterministic from the seed; workers are independent processes, each with its own cell.
 """
@@ -26,6 +31,7 @@ from app.sim import scene
 from app.sim.tasks import TASKS, Expert, Task
 
 FRONT_SIZE = (640, 480)          # the session's default front camera
+WRIST_SIZE = (320, 240)          # the session's default wrist camera (``SimConfig.wrist_size``)
 MODEL_IMAGE = (256, 256)         # DecoderConfig.image_size: the decoder resizes every image to this
 DEPTH_SIZE = 80                  # the depth VQ-VAE's input side
 PICK_TASKS = tuple(name for name, t in TASKS.items() if t.kind == "pick")
@@ -44,6 +50,7 @@ class DataConfig:
     noise_m: float = 0.01            # std of the executed-action noise (metres), half the episodes
     alt_prob: float = 0.6            # chance a step also gets an ``alt`` label
     image_side: int = 168            # the checkpoint's base_image_input_size
+    wrist: bool = True               # also record the wrist camera (the model's second image)
     workers: int = 2
     progress: bool = False
 
@@ -64,6 +71,8 @@ class StepRecord:
     alt_action: np.ndarray | None = None
     ee_model: np.ndarray = field(default_factory=lambda: np.zeros(2))   # TCP projected, model space
     objects_model: np.ndarray | None = None   # [len(LOCATED), 2] their centres projected, model space
+    wrist: np.ndarray | None = None           # [S, S, 3] uint8, the wrist camera as the processor sees it
+    wrist_objects: np.ndarray | None = None   # [len(LOCATED), 2] in the wrist image, model space; NaN: not in view
 
 
 def _stretched(small: np.ndarray, side: int) -> np.ndarray:
@@ -150,13 +159,30 @@ def _record(cell, task: Task, executed: str | None, step, cfg: DataConfig, episo
     ee = cell.to_model_space(cell.project(cell.ee_pose().position[None], w, h), w, h)[0]
     located = np.stack([cell.object_position(n) for n in LOCATED])
     objects = cell.to_model_space(cell.project(located, w, h), w, h)
+    wrist = wrist_objects = None
+    if cfg.wrist:
+        ww, wh = WRIST_SIZE
+        wrist_rgb, _, _ = cell.render("wrist", ww, wh)
+        wrist = model_pixels(wrist_rgb, cfg.image_side)
+        wrist_objects = in_view(cell.project(located, ww, wh, camera="wrist"), ww, wh)
     return StepRecord(
         task=task.name, instruction=task.instruction, episode=episode, steer_episode=executed is not None,
         image=model_pixels(rgb, cfg.image_side), drawn=drawn_pixels(rgb, drawn_trace, cfg.image_side),
         drawn_kind=drawn_kind, inv_depth=inverse_depth(depth), own_trace=np.asarray(step.trace),
         own_action=np.asarray(step.action, float), alt_trace=None if alt_trace is None else np.asarray(alt_trace),
         alt_action=None if alt_action is None else np.asarray(alt_action, float), ee_model=ee,
-        objects_model=objects)
+        objects_model=objects, wrist=wrist, wrist_objects=wrist_objects)
+
+
+def in_view(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pixel coordinates → model space (0..255, not rounded), NaN where outside the image or behind
+    the camera (``to_model_space`` would clamp those onto the border)."""
+    p = np.asarray(pixels, np.float64).reshape(-1, 2)
+    size = np.array([width - 1.0, height - 1.0])
+    inside = np.isfinite(p).all(1) & (p >= 0).all(1) & (p <= size).all(1)
+    out = p / size * 255.0
+    out[~inside] = np.nan
+    return out
 
 
 def _execute(cell, policy: Expert, step, noise: float, rng: np.random.Generator) -> None:
@@ -204,4 +230,4 @@ def generate(cfg: DataConfig) -> list[StepRecord]:
 
 
 __all__ = ["DataConfig", "StepRecord", "generate", "run_episode", "episode_plan", "model_pixels",
-           "drawn_pixels", "inverse_depth", "PICK_TASKS"]
+           "drawn_pixels", "inverse_depth", "in_view", "PICK_TASKS", "WRIST_SIZE"]

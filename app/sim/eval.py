@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from app.config import DEFAULT_MODEL_PATH
-from app.sim.datagen import FRONT_SIZE, PICK_TASKS, inverse_depth
+from app.sim.datagen import FRONT_SIZE, PICK_TASKS, WRIST_SIZE, inverse_depth
 from app.sim.tasks import TASKS, Expert, resample_path
 
 HELD_OUT_BASE = 5_000_000
@@ -101,7 +101,11 @@ class Evaluator:
         self.decoder = MolmoActDecoder(self.ckpt)
         self.unnorm_key = sorted(self.ckpt.norm_stats)[0]
         self.adapter = ActionAdapter.for_arm("sim", self.unnorm_key)
-        self.cell = SimCell(SimConfig(front_size=FRONT_SIZE))
+        self.cell = SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE))
+        unknown = [c for c in self.ckpt.cameras if c not in ("front", "wrist")]
+        if unknown or self.ckpt.cameras[0] != "front":
+            raise ValueError(f"{model_path}: the sim cell has the cameras front (first) and wrist; the "
+                             f"checkpoint wants {list(self.ckpt.cameras)}")
 
     def close(self) -> None:
         self.cell.close()
@@ -110,7 +114,8 @@ class Evaluator:
         from model.reasoning import Observation
         w, h = FRONT_SIZE
         rgb, depth, _ = self.cell.render("front", w, h)
-        return Observation([rgb], instruction, self.unnorm_key), depth
+        images = [rgb] + [self.cell.render(c, *WRIST_SIZE)[0] for c in self.ckpt.cameras[1:]]
+        return Observation(images, instruction, self.unnorm_key), depth
 
     def send(self, action: np.ndarray) -> None:
         self.cell.step(self.adapter.map(action))

@@ -130,9 +130,10 @@ def _finger_xml(side: str, sign: int) -> str:
 
 
 def wrist_camera_xml() -> str:
-    """On the hand, offset sideways from the fingers and looking at the fingertips."""
-    pos = np.array([0.07, 0.0, 0.045])
-    target = np.array([0.0, 0.0, 0.17])
+    """On a bracket beside the hand, looking down past the fingertips: the fingers in the lower corners
+    and what is between them (a grasped object's centre stays in view) in the lower middle."""
+    pos = np.array([0.06, 0.0, 0.03])
+    target = np.array([0.0, 0.0, 0.12])
     return (f'<camera name="wrist" pos="{_fmt(pos)}" '
             f'xyaxes="{_look_at_xyaxes(pos, target, up=(1.0, 0.0, 0.0))}" fovy="{FOVY_DEG:.10g}"/>')
 

@@ -13,6 +13,9 @@ Samples per recorded step (the reference trains half its data trajectory-conditi
   predict it), so the model learns the action that follows a trace;
 * ``visual``: trajectory-conditioned prompt, the trace drawn on the image as ``steer_visual`` draws it,
   answer = the action that follows the drawn trace.
+
+With the wrist camera (the default) every sample has two images, front then wrist, with the
+reference's multi-image prompts; the trace, the look-up supervision and the pointer stay on the first.
 """
 from __future__ import annotations
 
@@ -51,6 +54,12 @@ PROBE_WEIGHT = 0.5                 # the training-only location probe's loss (se
 POINTER_WEIGHT = 3.0               # the training-only pointer head's loss (see PointerHead)
 LOOK_WEIGHT = 0.3                  # attention supervision of one LLM head (see look_loss)
 LOOK_HEAD = 0                      # ... that head, in the middle block (see look_attention)
+TOKENS_PER_IMAGE = TOKEN_GRID ** 2
+
+
+def cameras_of(data: DataConfig) -> tuple[str, ...]:
+    """The checkpoint's images, in prompt order (the first is the one the trace lives in)."""
+    return ("front", "wrist") if data.wrist else ("front",)
 
 
 @dataclass
@@ -155,6 +164,13 @@ class Example:
     pointer_at: int | None = None       # index into ids of the last hidden state the pointer head reads
     pointer_from: int | None = None     # ... and of the first (the prompt's last token)
     pointer_target: np.ndarray | None = None   # [2, 2] model space: where the answer goes, and the TCP
+    extra_images: tuple[np.ndarray, ...] = ()   # the other cameras' images, in prompt order (the wrist)
+    wrist_located: np.ndarray | None = None     # [len(LOCATED), 2] in the wrist image, NaN: not in view
+
+    @property
+    def images(self) -> np.ndarray:
+        """[n_images, S, S, 3]: the trace image first."""
+        return np.stack([self.image, *self.extra_images])
 
     def look_position(self, image_patch_id: int) -> int:
         """Where in ``ids`` the ``look_at`` image token sits."""
@@ -171,7 +187,7 @@ class Example:
 
 class SampleBuilder:
     def __init__(self, tokenizer: MolmoActTokenizer, processor: MolmoActProcessor, stats: ActionStats,
-                 weights: dict[str, float]) -> None:
+                 weights: dict[str, float], n_images: int = 1) -> None:
         self.gt = GrammarTokens(tokenizer)
         self.processor = processor
         self.action_tok = ActionTokenizer(base_id=tokenizer.action_base_id)
@@ -179,12 +195,14 @@ class SampleBuilder:
         self.w = weights
         self._prompts: dict[tuple[str, str], list[int]] = {}
         self.blank = np.zeros((IMAGE_SIDE, IMAGE_SIDE, 3), np.uint8)   # any image: the token layout is the same
+        self.n_images = n_images
 
     def prompt_ids(self, instruction: str, kind: str) -> list[int]:
         key = (instruction, kind)
         if key not in self._prompts:
-            prompt = steering_prompt(instruction, 1) if kind == "visual" else reasoning_prompt(instruction, 1)
-            self._prompts[key] = self.processor([self.blank], prompt).input_ids[0].tolist()
+            n = self.n_images
+            prompt = steering_prompt(instruction, n) if kind == "visual" else reasoning_prompt(instruction, n)
+            self._prompts[key] = self.processor([self.blank] * n, prompt).input_ids[0].tolist()
         return self._prompts[key]
 
     def action_ids(self, action: np.ndarray) -> list[int]:
@@ -193,6 +211,8 @@ class SampleBuilder:
     def build(self, rec: StepRecord, codes: np.ndarray, kind: str) -> Example:
         gt, w = self.gt, self.w
         located = None if rec.objects_model is None else located_of(rec)
+        extra = (rec.wrist,) if self.n_images == 2 else ()
+        wrist_located = rec.wrist_objects if self.n_images == 2 else None
         prompt = self.prompt_ids(rec.instruction, kind)
         ids = list(prompt)
         weights = [0.0] * len(prompt)
@@ -208,7 +228,8 @@ class SampleBuilder:
             pointer_at = len(ids) - 1                # before the action: where the drawn line ends
             add(self.action_ids(action), w["action"])
             return Example(ids, weights, rec.drawn, located, pointer_at=pointer_at, pointer_from=len(prompt) - 1,
-                           pointer_target=_pointer_target(np.asarray(drawn)[-1], rec))
+                           pointer_target=_pointer_target(np.asarray(drawn)[-1], rec), extra_images=extra,
+                           wrist_located=wrist_located)
         alt = kind == "reason_alt"
         trace, action = (rec.alt_trace, rec.alt_action) if alt else (rec.own_trace, rec.own_action)
         # a steer episode's own trace is not the instruction's either: no trace loss there
@@ -222,7 +243,7 @@ class SampleBuilder:
         add(self.action_ids(action), w["action"])
         named = None if rec.objects_model is None else rec.objects_model[LOCATED.index(TASKS[rec.task].target)]
         return Example(ids, weights, rec.image, located, pointer_at=pointer_at, pointer_from=len(prompt) - 1,
-                       pointer_target=_pointer_target(named, rec))
+                       pointer_target=_pointer_target(named, rec), extra_images=extra, wrist_located=wrist_located)
 
 
 def _pointer_target(goal: np.ndarray | None, rec: StepRecord) -> np.ndarray | None:
@@ -268,23 +289,27 @@ class LocationProbe(nn.Module):
         return out[..., :k], out[..., k:3 * k].reshape(-1, t, k, 2), out[..., 3 * k:]
 
     def loss(self, feats: torch.Tensor, located: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """located [B, K, 2] model space (0..255) → (loss, mean read-out error in model units per thing)."""
+        """located [B, K, 2] model space (0..255; NaN: not in this image) → (loss, mean read-out error in
+        model units per thing, over the images it is in)."""
         cell = 256.0 / self.grid
         presence, offsets, centre = self(feats)
+        seen = torch.isfinite(located).all(-1)                                                  # [B, K]
+        located = torch.where(seen[..., None], located, torch.zeros_like(located))
         col_row = (located / cell).floor().clamp(0, self.grid - 1)
         token = (col_row[..., 1] * self.grid + col_row[..., 0]).long()                         # [B, K]
         present = (token[:, None, :] == torch.arange(self.grid ** 2, device=feats.device)[None, :, None]).float()
+        present = present * seen[:, None, :].float()
         true_off = (located[:, None] - self.centres[None, :, None]) / cell                      # [B, T, K, 2]
         loss_presence = F.binary_cross_entropy_with_logits(
             presence, present, pos_weight=torch.tensor(float(self.grid), device=feats.device))
-        loss_offset = ((offsets - true_off).pow(2).sum(-1) * present).sum() / present.sum()
+        loss_offset = ((offsets - true_off).pow(2).sum(-1) * present).sum() / present.sum().clamp(min=1.0)
         loss_centre = F.mse_loss(centre, ((self.centres - 128.0) / 64.0).expand_as(centre))
         with torch.no_grad():                       # what one token tells: the most present cell + its offset
             best = presence.argmax(1)                                                       # [B, K]
             b_idx = torch.arange(best.shape[0], device=best.device)[:, None]
             k_idx = torch.arange(self.things, device=best.device)[None]
             guess = self.centres[best] + offsets[b_idx, best, k_idx] * cell
-            error = (guess - located).norm(dim=-1).mean(0)
+            error = ((guess - located).norm(dim=-1) * seen).sum(0) / seen.sum(0).clamp(min=1)
         return loss_presence + loss_offset + loss_centre, error
 
 
@@ -391,11 +416,15 @@ def crops_of(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Te
 
 def image_features(model: MolmoAct, images: np.ndarray, pooled_one: torch.Tensor, patches: int,
                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """uint8 [B, S, S, 3] → the image tokens' features [B * tokens, llm_width] (batch order), the scale
-    guard's penalty, and the features' RMS."""
-    b = len(images)
-    crops = crops_of(images, device)
-    pooled = torch.cat([pooled_one + i * patches for i in range(b)], 0).to(device)
+    """uint8 [B, n, S, S, 3] (n images per example; [B, S, S, 3] is n = 1) → the image tokens' features
+    [B * n * tokens, llm_width] (batch order, each example's images in order), the scale guard's
+    penalty, and the features' RMS. ``pooled_one`` is the processor's index for one example's n images,
+    ``patches`` the patches of one image."""
+    if images.ndim == 4:
+        images = images[:, None]
+    b, n = images.shape[:2]
+    crops = crops_of(images.reshape(b * n, *images.shape[2:]), device)
+    pooled = torch.cat([pooled_one + i * n * patches for i in range(b)], 0).to(device)
     vb = model.model.vision_backbone
     vit = vb.encode(crops)                                   # the pieces of vb.forward, to see their scale
     pooled_feats, valid = vb.pool(vit, pooled)
@@ -412,12 +441,16 @@ def image_features(model: MolmoAct, images: np.ndarray, pooled_one: torch.Tensor
 
 
 def pretrain_vision(model: MolmoAct, probe: LocationProbe, records: list[StepRecord], cfg: "TrainConfig",
-                    pooled_one: torch.Tensor, patches: int, log=print) -> list[dict]:
+                    pooled_one: torch.Tensor, patches: int, log=print,
+                    wrist_probe: LocationProbe | None = None) -> list[dict]:
     """Stage 1: the vision tower and the probe alone (no LLM: about a fifth of a full step's cost), so
-    that the image tokens say where things are before the LLM starts learning to read them."""
+    that the image tokens say where things are before the LLM starts learning to read them. With
+    ``wrist_probe`` the wrist images are read too (their own probe: what is where in that view)."""
     rng = np.random.default_rng(cfg.seed + 2)
     vb = model.model.vision_backbone
     params = list(vb.parameters()) + list(probe.parameters())
+    if wrist_probe is not None:
+        params += list(wrist_probe.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.vision_lr, betas=(0.9, 0.98), weight_decay=0.0)
     history = []
     t0 = time.perf_counter()
@@ -428,8 +461,16 @@ def pretrain_vision(model: MolmoAct, probe: LocationProbe, records: list[StepRec
         picks = rng.choice(len(records), cfg.batch, replace=len(records) < cfg.batch)
         images = np.stack([records[i].drawn if rng.random() < 0.3 else records[i].image for i in picks])
         located = np.stack([located_of(records[i]) for i in picks])
+        if wrist_probe is not None:
+            images = np.stack([images, np.stack([records[i].wrist for i in picks])], 1)
         feats, scale_penalty, _ = image_features(model, images, pooled_one, patches, cfg.device)
-        probe_loss, error = probe.loss(feats, torch.from_numpy(located).to(cfg.device))
+        per_image = feats.view(len(picks), -1, TOKENS_PER_IMAGE, feats.shape[-1])
+        probe_loss, error = probe.loss(per_image[:, 0].reshape(-1, feats.shape[-1]),
+                                       torch.from_numpy(located).to(cfg.device))
+        if wrist_probe is not None:
+            wrist_located = torch.from_numpy(np.stack([records[i].wrist_objects for i in picks]).astype(np.float32))
+            wrist_loss, _ = wrist_probe.loss(per_image[:, 1].reshape(-1, feats.shape[-1]), wrist_located.to(cfg.device))
+            probe_loss = probe_loss + wrist_loss
         loss = probe_loss + SCALE_PENALTY * scale_penalty
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -447,14 +488,15 @@ def pretrain_vision(model: MolmoAct, probe: LocationProbe, records: list[StepRec
 def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tensor, patches: int,
                pad_id: int, device: torch.device | str = "cpu", probe: LocationProbe | None = None,
                probe_weight: float = PROBE_WEIGHT, pointer: PointerHead | None = None,
-               pointer_weight: float = POINTER_WEIGHT, look_weight: float = 0.0
-               ) -> tuple[torch.Tensor, dict[str, float]]:
+               pointer_weight: float = POINTER_WEIGHT, look_weight: float = 0.0,
+               wrist_probe: LocationProbe | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Teacher-forced weighted cross-entropy of a batch (right-padded; causal so padding is inert).
     The LLM runs once per length group (see ``length_groups``); the vision tower once for all."""
     b = len(examples)
-    feats, scale_penalty, feat_rms = image_features(model, np.stack([e.image for e in examples]), pooled_one,
+    feats, scale_penalty, feat_rms = image_features(model, np.stack([e.images for e in examples]), pooled_one,
                                                     patches, device)
     per_image = feats.view(b, -1, feats.shape[-1])
+    by_image = feats.view(b, -1, TOKENS_PER_IMAGE, feats.shape[-1])      # [B, n, tokens, width]
     ce_sum = torch.zeros((), device=device)
     w_sum = torch.zeros((), device=device)
     hits, counted = 0, 0
@@ -518,7 +560,12 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
         info["look_loss"] = round(float(look.detach()), 4)
         info["look_acc"] = round(float(torch.cat(look_hits).mean()), 3)
     if probe is not None and all(e.located is not None for e in examples):
-        probe_loss, error = probe.loss(feats, torch.from_numpy(np.stack([e.located for e in examples])).to(device))
+        probe_loss, error = probe.loss(by_image[:, 0].reshape(-1, feats.shape[-1]),
+                                       torch.from_numpy(np.stack([e.located for e in examples])).to(device))
+        if wrist_probe is not None and all(e.wrist_located is not None for e in examples):
+            wrist_located = np.stack([e.wrist_located for e in examples]).astype(np.float32)
+            probe_loss = probe_loss + wrist_probe.loss(by_image[:, 1].reshape(-1, feats.shape[-1]),
+                                                       torch.from_numpy(wrist_located).to(device))[0]
         loss = loss + probe_weight * probe_loss
         info["probe_loss"] = round(float(probe_loss.detach()), 4)
         info["probe_error"] = round(float(error.mean()), 2)
@@ -539,7 +586,8 @@ def image_reliance(model: MolmoAct, examples: list[Example], pooled_one: torch.T
     """Teacher-forced CE with each example's own image against the same answers with the images rolled
     by one in the batch: a model that ignores its image scores the same on both (gain 0)."""
     own = batch_loss(model, examples, pooled_one, patches, pad_id, device)[1]["ce"]
-    rolled = [Example(e.ids, e.weights, examples[i - 1].image) for i, e in enumerate(examples)]
+    rolled = [Example(e.ids, e.weights, examples[i - 1].image, extra_images=examples[i - 1].extra_images)
+              for i, e in enumerate(examples)]
     other = batch_loss(model, rolled, pooled_one, patches, pad_id, device)[1]["ce"]
     return {"val_ce": round(own, 4), "val_ce_wrong_image": round(other, 4), "image_gain": round(other - own, 6)}
 
@@ -579,7 +627,10 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     norm_stats = norm_stats_from(records)
     mcfg = model_config(cfg.shape, norm_stats, tokenizer.ids.im_patch)
     stats = ActionStats.from_norm_stats(norm_stats, UNNORM_KEY)
-    builder = SampleBuilder(tokenizer, processor, stats, cfg.loss_weights)
+    cameras = cameras_of(cfg.data)
+    if "wrist" in cameras and records[0].wrist is None:
+        raise ValueError("the cached data has no wrist images: regenerate it (or train with the front camera only)")
+    builder = SampleBuilder(tokenizer, processor, stats, cfg.loss_weights, n_images=len(cameras))
 
     model = MolmoAct(mcfg)
     init_random_(model, cfg.seed, scale_residual=True)
@@ -588,7 +639,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params / 1e6:.2f} M parameters")
-    one = processor([builder.blank], "x")
+    one = processor([builder.blank] * len(cameras), "x")
     pooled_one = one.pooled_patches_idx
     patches = one.crops.shape[1]
 
@@ -600,8 +651,13 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     if cfg.pointer_weight > 0 and records[0].objects_model is not None:
         pointer = PointerHead(cfg.shape.llm_width).to(cfg.device)
         _seeded_init_(pointer.head, cfg.seed + 3)
+    wrist_probe = None
+    if probe is not None and "wrist" in cameras and records[0].wrist_objects is not None:
+        wrist_probe = LocationProbe(cfg.shape.llm_width, len(LOCATED), TOKEN_GRID).to(cfg.device)
+        _seeded_init_(wrist_probe.head, cfg.seed + 4)
+    heads = {"probe": probe, "pointer": pointer, "wrist_probe": wrist_probe}
     t_vision0 = time.perf_counter()
-    vision_history = pretrain_vision(model, probe, records, cfg, pooled_one, patches, log) \
+    vision_history = pretrain_vision(model, probe, records, cfg, pooled_one, patches, log, wrist_probe) \
         if probe is not None and cfg.vision_steps > 0 else []
     t_vision = time.perf_counter() - t_vision0
     kinds = ("reason", "reason_alt", "visual")
@@ -638,25 +694,26 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
         return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
 
-    def train_step(net: MolmoAct, aux_probe, aux_pointer, opt, named, batch, lr):
+    def train_step(net: MolmoAct, aux: dict, opt, named, batch, lr):
         for g in opt.param_groups:
             g["lr"] = lr
-        loss, info = batch_loss(net, batch, pooled_one, patches, tokenizer.ids.eos, cfg.device, aux_probe,
-                                cfg.probe_weight, aux_pointer, cfg.pointer_weight, cfg.look_weight)
+        loss, info = batch_loss(net, batch, pooled_one, patches, tokenizer.ids.eos, cfg.device, aux["probe"],
+                                cfg.probe_weight, aux["pointer"], cfg.pointer_weight, cfg.look_weight,
+                                aux["wrist_probe"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.clip)
         opt.step()
         return loss, info
 
-    def named_of(net, aux_probe, aux_pointer):
-        return list(net.named_parameters()) + [p for aux in (aux_probe, aux_pointer) if aux is not None
-                                               for p in aux.named_parameters()]
+    def named_of(net, aux: dict):
+        return list(net.named_parameters()) + [p for head in aux.values() if head is not None
+                                               for p in head.named_parameters()]
 
     steps = cfg.steps
     if cfg.train_seconds:
-        steps = calibrate_steps(cfg, model, probe, pointer, batch_stream, make_optimizer, train_step, named_of, log)
-    params = named_of(model, probe, pointer)
+        steps = calibrate_steps(cfg, model, heads, batch_stream, make_optimizer, train_step, named_of, log)
+    params = named_of(model, heads)
     opt = make_optimizer(params)
     val_rng = np.random.default_rng(cfg.seed + 1)
     val = [builder.build(records[i], codes[i], "reason")
@@ -665,7 +722,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     history = []
     for step, batch in enumerate(batch_stream(rng, rng.permutation(len(records)), steps)):
         lr = cosine_lr(step, steps, cfg.lr, cfg.warmup, floor=0.1)
-        loss, info = train_step(model, probe, pointer, opt, params, batch, lr)
+        loss, info = train_step(model, heads, opt, params, batch, lr)
         if (step + 1) % cfg.log_every == 0 or step == 0:
             el = time.perf_counter() - t_train0
             if (step + 1) % (4 * cfg.log_every) == 0 or step + 1 == steps:
@@ -680,6 +737,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     save_weights(state, out_dir, shards=1)
     cfg_dict = mcfg.to_dict()
+    cfg_dict["cameras"] = list(cameras)      # which camera each image is (the station feeds them in this order)
     cfg_dict["training"] = {"script": "python -m app.sim.train", "seed": cfg.seed, "steps": steps,
                             "device": str(cfg.device), "lr": cfg.lr,
                             "vision_steps": cfg.vision_steps if probe is not None else 0,
@@ -695,15 +753,15 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     return summary
 
 
-def calibrate_steps(cfg: TrainConfig, model: MolmoAct, probe, pointer, batch_stream, make_optimizer, train_step,
+def calibrate_steps(cfg: TrainConfig, model: MolmoAct, heads: dict, batch_stream, make_optimizer, train_step,
                     named_of, log=print, probe_steps: int = 40, skip: int = 10) -> int:
     """How many steps fit in ``cfg.train_seconds``: time ``probe_steps`` real steps on a throwaway copy of
     the model and its heads (own optimizer, own batch stream), so the run itself is exactly what
     ``--steps N`` with the printed N gives. The first ``skip`` steps (allocator and kernel warm-up) are
     not timed."""
     import copy
-    net, aux_probe, aux_pointer = copy.deepcopy(model), copy.deepcopy(probe), copy.deepcopy(pointer)
-    named = named_of(net, aux_probe, aux_pointer)
+    net, aux = copy.deepcopy(model), copy.deepcopy(heads)
+    named = named_of(net, aux)
     opt = make_optimizer(named)
     t0 = None
     for step, batch in enumerate(batch_stream(np.random.default_rng(cfg.seed + 99), np.zeros(0, np.int64),
@@ -711,13 +769,13 @@ def calibrate_steps(cfg: TrainConfig, model: MolmoAct, probe, pointer, batch_str
         if step == skip:
             _sync(cfg.device)
             t0 = time.perf_counter()
-        train_step(net, aux_probe, aux_pointer, opt, named, batch, cfg.lr * 0.1)
+        train_step(net, aux, opt, named, batch, cfg.lr * 0.1)
     _sync(cfg.device)
     per_step = (time.perf_counter() - t0) / (probe_steps - skip)
     steps = max(1, int(cfg.train_seconds / per_step))
     log(f"calibration: {per_step * 1000:.0f} ms/step at batch {cfg.batch} on {cfg.device}: {steps} steps fit in "
         f"{cfg.train_seconds:.0f} s (rerun with --steps {steps} for the same run)")
-    del net, aux_probe, aux_pointer, opt
+    del net, aux, opt
     return steps
 
 
@@ -766,6 +824,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pointer-weight", type=float, default=TrainConfig.pointer_weight)
     p.add_argument("--look-weight", type=float, default=TrainConfig.look_weight)
     p.add_argument("--workers", type=int, default=DataConfig.workers)
+    p.add_argument("--no-wrist", action="store_true",
+                   help="one image (the front camera) instead of front + wrist")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the model's training")
     p.add_argument("--data-cache", type=Path, default=None,
                    help="pickle of the generated data, reused when the data settings match (outside the repo)")
@@ -777,6 +837,7 @@ def main(argv: list[str] | None = None) -> int:
                       vision_steps=args.vision_steps, pointer_weight=args.pointer_weight,
                       look_weight=args.look_weight,
                       data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
+                                      wrist=not args.no_wrist,
                                       workers=args.workers),
                       vq=VQTrainConfig(steps=args.vq_steps))
     log = lambda m: print(m, flush=True)  # noqa: E731

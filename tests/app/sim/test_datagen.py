@@ -97,3 +97,22 @@ def test_plan_has_held_out_free_seeds_and_steer_pairs():
     assert max(s for s, _, _ in plan) < 100_000                 # the eval's held-out seeds are far above
     for _, task, executed in plan[-5:]:
         assert executed is not None and TASKS[executed].target != TASKS[task].target
+
+
+def test_wrist_view_is_recorded_with_where_the_objects_are_in_it(front_cell):
+    """The wrist image is the processor's view of the wrist camera; the target, right below the fingers
+    at the grasp, is where its projected point says (red there), and things out of view are NaN."""
+    from app.sim.datagen import WRIST_SIZE, in_view
+    recs = run_episode(front_cell, 11, "pick_red_cube", None, DataConfig(max_steps=40, record_prob=1.0), 0)
+    assert all(r.wrist.shape == (168, 168, 3) and r.wrist.dtype == np.uint8 for r in recs)
+    assert all(r.wrist_objects.shape == (len(LOCATED), 2) for r in recs)
+    near = next(r for r in recs if r.own_action[6] > 0.5)           # the expert closes: the cube is in the hand
+    where = near.wrist_objects[LOCATED.index("red_cube")]
+    assert 100 < where[0] < 156 and 128 < where[1] < 230, where     # between the fingers, lower middle
+    x, y = np.rint(where / 255 * 167).astype(int)
+    r, g, b = near.wrist[y, x].astype(int)
+    assert r > 80 and r > 2 * g and r > 2 * b, near.wrist[y, x]
+    assert any(np.isnan(r.wrist_objects).any() for r in recs)      # something is always out of this view
+    np.testing.assert_array_equal(in_view(np.array([[-1.0, 5.0], [10.0, np.nan], [319.0, 239.0]]), *WRIST_SIZE)[2],
+                                  [255.0, 255.0])
+    assert np.isnan(in_view(np.array([[-1.0, 5.0], [10.0, np.nan]]), *WRIST_SIZE)).all()

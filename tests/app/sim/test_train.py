@@ -384,3 +384,57 @@ def test_batched_look_and_pointer_losses_equal_a_per_sample_computation(pieces):
             goal = target_xy[row] / 128.0 - 1.0
             assert float(per_sample[row]) == pytest.approx(float((pred - goal).pow(2).mean()), rel=1e-5)
             assert error[row].numpy() == pytest.approx(((pred[-1] - goal).norm(dim=-1) * 128).numpy(), rel=1e-4)
+
+
+# ------------------------------------------------------------------------------ two images (front + wrist)
+def with_wrist(rec: StepRecord, brightness: int, seen: int = 3) -> StepRecord:
+    """The record with a plain wrist image and the first ``seen`` objects in its view."""
+    objects = np.full((len(LOCATED), 2), np.nan)
+    objects[:seen] = np.linspace(20, 230, 2 * seen).reshape(seen, 2)
+    return replace(rec, wrist=np.full((IMAGE_SIDE, IMAGE_SIDE, 3), brightness, np.uint8), wrist_objects=objects)
+
+
+def test_two_image_samples_use_the_multi_image_prompt_with_the_trace_image_first(pieces):
+    tokenizer, processor, _, stats, _, recs = pieces
+    builder = SampleBuilder(tokenizer, processor, stats, TrainConfig().loss_weights, n_images=2)
+    rec = with_wrist(recs[1], 90)
+    for kind in ("reason", "visual"):
+        ex = builder.build(rec, np.arange(100) % 7, kind)
+        image_tokens = [i for i in ex.ids if i == tokenizer.ids.im_patch]
+        assert len(image_tokens) == 2 * TOKEN_GRID ** 2
+        text = tokenizer.decode(ex.ids)
+        assert "Image 1" in text and "Image 2" in text and "first image" in text
+        assert ex.images.shape == (2, IMAGE_SIDE, IMAGE_SIDE, 3)
+        assert np.array_equal(ex.images[0], rec.drawn if kind == "visual" else rec.image)
+        assert np.array_equal(ex.images[1], rec.wrist)
+        first_image = np.flatnonzero(np.asarray(ex.ids) == tokenizer.ids.im_patch)[:TOKEN_GRID ** 2]
+        assert ex.look_position(tokenizer.ids.im_patch) in first_image     # the look-up stays on the front
+
+
+def test_the_wrist_image_reaches_the_loss_and_its_probe_skips_what_it_does_not_see(pieces):
+    tokenizer, processor, stats_dict, stats, _, recs = pieces
+    builder = SampleBuilder(tokenizer, processor, stats, TrainConfig().loss_weights, n_images=2)
+    model = small_model(tokenizer, stats_dict)
+    with torch.no_grad():
+        projector = model.model.vision_backbone.image_projector
+        for w in (projector.w1, projector.w2, projector.w3):
+            w.weight.normal_(0.0, 5.0)
+    one = processor([builder.blank] * 2, "x")
+    args = (one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos)
+    probe = LocationProbe(SMALL.llm_width, len(LOCATED) + 1, TOKEN_GRID)
+    wrist_probe = LocationProbe(SMALL.llm_width, len(LOCATED), TOKEN_GRID)
+
+    def loss(brightness):
+        batch = [builder.build(with_wrist(r, brightness), np.zeros(100, int), "reason") for r in recs]
+        with torch.no_grad():
+            return batch_loss(model, batch, *args, probe=probe, wrist_probe=wrist_probe)
+
+    dark, info = loss(20)
+    bright, _ = loss(230)
+    assert np.isfinite(info["probe_loss"]) and dark.item() != bright.item()
+    # a thing out of view: no presence target anywhere, and no offset or error from it
+    feats = torch.randn(2 * TOKEN_GRID ** 2, SMALL.llm_width)
+    located = torch.full((2, len(LOCATED), 2), float("nan"))
+    located[:, 0] = torch.tensor([40.0, 200.0])
+    _, error = wrist_probe.loss(feats, located)
+    assert torch.isfinite(error).all() and float(error[1:].abs().sum()) == 0.0
