@@ -17,12 +17,16 @@ where the objects are in it. The front camera sees a 3 cm cube as a few of the m
 cannot tell "further away" from "higher"; the wrist view shows the fingers and the object together.
 
 Executed actions get noise (the labels never do) so the closed loop sees states off the expert's path.
+In a ``miss_prob`` share of the pick and place episodes the executed policy first descends a few
+centimetres beside the object and closes there (``BesideExpert``), labelled all along with what the
+expert would do from each state, and then the expert takes over from the failed grasp: the model sees
+what to do after a miss (open, rise, come down again) rather than only states of grasps that worked.
 Deterministic from the seed; workers are independent processes, each with its own cell.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -37,6 +41,7 @@ DEPTH_SIZE = 80                  # the depth VQ-VAE's input side
 PICK_TASKS = tuple(name for name, t in TASKS.items() if t.kind == "pick")
 TRANSIT_M = 0.04                 # executed-action noise only this far from the expert's waypoint
 EXTRA_DONE_STEPS = 3             # steps recorded after the expert finished: hold still when done
+MISS_MAX_STEPS = 40              # a missed grasp that cannot reach its height (blocked) ends here
 LOCATED = (*scene.OBJECTS, scene.BOWL)   # what ``StepRecord.objects_model`` locates, in this order
 
 
@@ -51,6 +56,8 @@ class DataConfig:
     alt_prob: float = 0.6            # chance a step also gets an ``alt`` label
     image_side: int = 168            # the checkpoint's base_image_input_size
     wrist: bool = True               # also record the wrist camera (the model's second image)
+    miss_prob: float = 0.0           # share of pick/place episodes that first miss the grasp (BesideExpert)
+    miss_m: tuple[float, float] = (0.02, 0.045)   # how far beside the object that grasp closes
     workers: int = 2
     progress: bool = False
 
@@ -131,9 +138,23 @@ def run_episode(cell, seed: int, task_name: str, executed: str | None, cfg: Data
     cell.reset(seed, task)
     policy = Expert(TASKS[executed], cell) if executed else task.make_expert(cell)
     noise = cfg.noise_m if rng.random() < 0.5 else 0.0
+    beside = None
+    if cfg.miss_prob > 0 and not executed and task.kind != "push" and rng.random() < cfg.miss_prob:
+        angle, dist = rng.uniform(0, 2 * np.pi), rng.uniform(*cfg.miss_m)
+        beside = BesideExpert(task, cell, offset=dist * np.array([np.cos(angle), np.sin(angle), 0.0]))
     records: list[StepRecord] = []
     done_steps = 0
-    for _ in range(cfg.max_steps):
+    for k in range(cfg.max_steps):
+        if beside is not None:
+            missed = beside.act()
+            if missed.done or k >= MISS_MAX_STEPS:   # closed beside the object: the expert takes over
+                beside, policy = None, task.make_expert(cell)
+            else:
+                step = Expert(task, cell).act()     # the label: the expert planned from this state
+                if rng.random() < cfg.record_prob:
+                    records.append(_record(cell, task, executed, step, cfg, episode, rng))
+                cell.step(missed.action)
+                continue
         step = policy.act()
         if rng.random() < cfg.record_prob:
             records.append(_record(cell, task, executed, step, cfg, episode, rng))
@@ -143,6 +164,15 @@ def run_episode(cell, seed: int, task_name: str, executed: str | None, cfg: Data
                 break
         _execute(cell, policy, step, noise, rng)
     return records
+
+
+@dataclass
+class BesideExpert(Expert):
+    """The task's expert up to its grasp (above, down, close), but ``offset`` metres beside the object."""
+    offset: np.ndarray = field(default_factory=lambda: np.zeros(3))
+
+    def plan(self):
+        return [replace(wp, position=wp.position + self.offset) for wp in super().plan()[:3]]
 
 
 def _record(cell, task: Task, executed: str | None, step, cfg: DataConfig, episode: int,

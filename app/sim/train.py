@@ -824,6 +824,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pointer-weight", type=float, default=TrainConfig.pointer_weight)
     p.add_argument("--look-weight", type=float, default=TrainConfig.look_weight)
     p.add_argument("--workers", type=int, default=DataConfig.workers)
+    p.add_argument("--miss-prob", type=float, default=DataConfig.miss_prob,
+                   help="share of pick/place episodes that first close beside the object, then recover")
     p.add_argument("--no-wrist", action="store_true",
                    help="one image (the front camera) instead of front + wrist")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the model's training")
@@ -837,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
                       vision_steps=args.vision_steps, pointer_weight=args.pointer_weight,
                       look_weight=args.look_weight,
                       data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
-                                      wrist=not args.no_wrist,
+                                      wrist=not args.no_wrist, miss_prob=args.miss_prob,
                                       workers=args.workers),
                       vq=VQTrainConfig(steps=args.vq_steps))
     log = lambda m: print(m, flush=True)  # noqa: E731

@@ -1,4 +1,6 @@
 """The training data: what the model is shown must be what the decoder shows it at run time."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -116,3 +118,22 @@ def test_wrist_view_is_recorded_with_where_the_objects_are_in_it(front_cell):
     np.testing.assert_array_equal(in_view(np.array([[-1.0, 5.0], [10.0, np.nan], [319.0, 239.0]]), *WRIST_SIZE)[2],
                                   [255.0, 255.0])
     assert np.isnan(in_view(np.array([[-1.0, 5.0], [10.0, np.nan]]), *WRIST_SIZE)).all()
+
+
+def test_a_missed_grasp_is_labelled_by_the_expert_and_recovered_from(front_cell):
+    """With ``miss_prob`` 1 the executed policy closes beside the cube first; the labels are the expert's
+    from each state (never "close here"), the expert then reopens, and the cube still ends up lifted."""
+    from app.sim.datagen import BesideExpert
+    cfg = DataConfig(max_steps=90, record_prob=1.0, miss_prob=1.0, noise_m=0.0)
+    recs = run_episode(front_cell, 11, "pick_red_cube", None, cfg, 0)
+    assert TASKS["pick_red_cube"].success(front_cell)
+    grip = np.array([r.own_action[6] for r in recs])
+    # one "close" label, the real grasp's: the miss is executed, never taught
+    assert grip[0] == 0.0 and len(np.flatnonzero(np.diff(grip) > 0.5)) == 1 and np.all(np.diff(grip) >= 0)
+    plain = run_episode(front_cell, 11, "pick_red_cube", None, replace(cfg, miss_prob=0.0), 0)
+    assert len(recs) > len(plain) + 5                      # the detour and the recovery take steps
+    b = BesideExpert(TASKS["pick_red_cube"], front_cell, offset=np.array([0.03, 0.0, 0.0]))
+    front_cell.reset(11, "pick_red_cube")
+    plan = b.plan()
+    assert len(plan) == 3 and plan[-1].gripper == 1.0
+    np.testing.assert_allclose(plan[1].position[:2], front_cell.object_position("red_cube")[:2] + [0.03, 0.0])
