@@ -144,6 +144,7 @@ class FrameEvent:
 class ReasoningEvent:
     reasoning: Reasoning
     frame: Frame                                    # the frame the model saw
+    extra_images: tuple[np.ndarray, ...] = ()       # and its other images (the wrist camera), in its order
 
 
 @dataclass(frozen=True)
@@ -747,7 +748,7 @@ class Session:
                 return                               # the instruction changed / e-stop meanwhile: outdated
             self._reasoning, self._obs, self._obs_frame, self._steered = r, obs, frame, None
             edit = self._edit
-        self._emit(ReasoningEvent(r, frame))
+        self._emit(ReasoningEvent(r, frame, tuple(obs.images[1:])))
         result = r
         if edit is not None:
             pts = tr.anchored(edit, r.trace)

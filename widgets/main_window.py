@@ -110,6 +110,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._feedback_signals.recorder.connect(self._on_recorder)
             self.recorder = SessionRecorder(session, record_dir, fps=record_fps,
                                             on_status=self._feedback_signals.recorder.emit)
+        self.extra_views = self._build_extra_views()
         self._build_status_bar()
         self.help_dialog: shortcuts.HelpDialog | None = None
         self._shortcuts = shortcuts.bind(self)
@@ -238,6 +239,30 @@ class MainWindow(QtWidgets.QMainWindow):
         dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable)
         self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
         return dock
+
+    def _build_extra_views(self) -> list[QtWidgets.QLabel]:
+        """One small view per extra camera the model reads (a wrist camera): the image it last reasoned on."""
+        views = []
+        for k, cam in enumerate(self.session.extra_cameras):
+            name = getattr(cam, "camera", None) or getattr(cam, "serial", None) or f"camera {k + 2}"
+            label = QtWidgets.QLabel(f"{name}: no image yet")
+            label.setObjectName(f"extraCameraView{k}")
+            label.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+            label.setMinimumSize(160, 120)
+            dock = QtWidgets.QDockWidget(f"{name} (model input {k + 2})", self)
+            dock.setObjectName(f"extraCameraDock{k}")
+            dock.setWidget(label)
+            dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable)
+            self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
+            views.append(label)
+        return views
+
+    def _show_extra_images(self, images) -> None:
+        for label, rgb in zip(self.extra_views, images):
+            h, w = rgb.shape[:2]
+            image = QtGui.QImage(rgb.tobytes(), w, h, 3 * w, QtGui.QImage.Format.Format_RGB888).copy()
+            label.setPixmap(QtGui.QPixmap.fromImage(image).scaled(
+                max(label.width(), 160), max(label.height(), 120), QtCore.Qt.AspectRatioMode.KeepAspectRatio))
 
     @property
     def cloud_detached(self) -> bool:
@@ -398,6 +423,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_reasoning(self, ev) -> None:
         r = ev.reasoning
+        self._show_extra_images(ev.extra_images)
         self._model_trace = list(r.trace)
         self._edited = self.session.edited_trace
         self.camera_view.set_traces(self._model_trace, self._edited)

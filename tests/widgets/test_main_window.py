@@ -174,3 +174,47 @@ def test_window_closes_with_no_thread_left(qtbot):
     assert session.threads_alive == []
     left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
     assert left == []
+
+
+def test_a_wrist_camera_the_model_reads_is_shown_as_it_saw_it(qtbot, tmp_path):
+    """A checkpoint taking front + wrist images: the window adds a view of the wrist image the model
+    reasoned on (the main camera view keeps the front image and the trace)."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from app.config import ModelConfig
+    configure_pyqtgraph()
+    from widgets.main_window import MainWindow
+    ck = tmp_path / "ck"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "assets" / "tiny-molmoact", ck)
+    cfg = json.loads((ck / "config.json").read_text())
+    (ck / "config.json").write_text(json.dumps({**cfg, "cameras": ["front", "wrist"]}))
+    session = open_session(StationConfig(model=ModelConfig(path=str(ck))))
+    win = MainWindow(session)
+    qtbot.addWidget(win)
+    win.show()
+    session.start()
+    try:
+        assert len(win.extra_views) == 1 and win.extra_views[0].pixmap().isNull()
+        reasoned(qtbot, win)
+        qtbot.waitUntil(lambda: not win.extra_views[0].pixmap().isNull(), timeout=5000)
+        pix = win.extra_views[0].pixmap()
+        assert abs(pix.width() / pix.height() - 320 / 240) < 0.05
+    finally:
+        win.close()
+
+
+def test_a_one_image_model_adds_no_camera_view(qtbot):
+    configure_pyqtgraph()
+    from app.config import ModelConfig
+    from widgets.main_window import MainWindow
+    from pathlib import Path
+    tiny = Path(__file__).resolve().parents[2] / "assets" / "tiny-molmoact"
+    session = open_session(StationConfig(model=ModelConfig(path=str(tiny))))
+    win = MainWindow(session)
+    qtbot.addWidget(win)
+    try:
+        assert win.extra_views == []
+    finally:
+        win.close()
