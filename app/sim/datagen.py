@@ -11,7 +11,7 @@ VQ-VAE, and three (trace, action) labels:
   instruction's, and the action that follows that trace);
 * ``drawn``: the front image with ``own`` or ``alt`` drawn on it as ``steer_visual`` draws it.
 
-With ``wrist`` (the default) each record also holds the wrist camera's view, MolmoAct's second image
+With ``wrist`` each record also holds the wrist camera's view, MolmoAct's second image
 (as in the reference's LIBERO setup: the trace is drawn and predicted on the first image only), and
 where the objects are in it. The front camera sees a 3 cm cube as a few of the model's pixels and
 cannot tell "further away" from "higher"; the wrist view shows the fingers and the object together.
@@ -55,7 +55,7 @@ class DataConfig:
     noise_m: float = 0.01            # std of the executed-action noise (metres), half the episodes
     alt_prob: float = 0.6            # chance a step also gets an ``alt`` label
     image_side: int = 168            # the checkpoint's base_image_input_size
-    wrist: bool = True               # also record the wrist camera (the model's second image)
+    wrist: bool = False              # also record the wrist camera (the model's second image)
     miss_prob: float = 0.0           # share of pick/place episodes that first miss the grasp (BesideExpert)
     miss_m: tuple[float, float] = (0.02, 0.045)   # how far beside the object that grasp closes
     workers: int = 2

@@ -14,7 +14,7 @@ Samples per recorded step (the reference trains half its data trajectory-conditi
 * ``visual``: trajectory-conditioned prompt, the trace drawn on the image as ``steer_visual`` draws it,
   answer = the action that follows the drawn trace.
 
-With the wrist camera (the default) every sample has two images, front then wrist, with the
+With ``--wrist`` every sample has two images, front then wrist, with the
 reference's multi-image prompts; the trace, the look-up supervision and the pointer stay on the first.
 """
 from __future__ import annotations
@@ -826,8 +826,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=DataConfig.workers)
     p.add_argument("--miss-prob", type=float, default=DataConfig.miss_prob,
                    help="share of pick/place episodes that first close beside the object, then recover")
-    p.add_argument("--no-wrist", action="store_true",
-                   help="one image (the front camera) instead of front + wrist")
+    p.add_argument("--wrist", action="store_true",
+                   help="two images, front then wrist (the default: the front camera only)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the model's training")
     p.add_argument("--data-cache", type=Path, default=None,
                    help="pickle of the generated data, reused when the data settings match (outside the repo)")
@@ -839,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
                       vision_steps=args.vision_steps, pointer_weight=args.pointer_weight,
                       look_weight=args.look_weight,
                       data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
-                                      wrist=not args.no_wrist, miss_prob=args.miss_prob,
+                                      wrist=args.wrist, miss_prob=args.miss_prob,
                                       workers=args.workers),
                       vq=VQTrainConfig(steps=args.vq_steps))
     log = lambda m: print(m, flush=True)  # noqa: E731

@@ -105,7 +105,7 @@ def test_wrist_view_is_recorded_with_where_the_objects_are_in_it(front_cell):
     """The wrist image is the processor's view of the wrist camera; the target, right below the fingers
     at the grasp, is where its projected point says (red there), and things out of view are NaN."""
     from app.sim.datagen import WRIST_SIZE, in_view
-    recs = run_episode(front_cell, 11, "pick_red_cube", None, DataConfig(max_steps=40, record_prob=1.0), 0)
+    recs = run_episode(front_cell, 11, "pick_red_cube", None, DataConfig(max_steps=40, record_prob=1.0, wrist=True), 0)
     assert all(r.wrist.shape == (168, 168, 3) and r.wrist.dtype == np.uint8 for r in recs)
     assert all(r.wrist_objects.shape == (len(LOCATED), 2) for r in recs)
     near = next(r for r in recs if r.own_action[6] > 0.5)           # the expert closes: the cube is in the hand

@@ -265,8 +265,10 @@ def test_image_reliance_is_zero_for_a_model_blind_to_its_image(pieces):
 
 
 @pytest.mark.slow
-def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path):
-    """Two runs from one seed give byte-identical weights; the runtime loads and runs the result."""
+@pytest.mark.parametrize("wrist", [False, True])
+def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path, wrist):
+    """Two runs from one seed give byte-identical weights; the runtime loads and runs the result (with
+    ``wrist``: a checkpoint that says it takes the front and wrist images, and reasons on both)."""
     from app.sim.datagen import DataConfig
     from app.sim.depth_vq import VQTrainConfig
     from app.sim.train import train
@@ -274,14 +276,17 @@ def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path):
     from model.decoder import MolmoActDecoder
     from model.reasoning import Observation
     cfg = TrainConfig(steps=3, batch=4, shape=SMALL, log_every=1, vision_steps=2,
-                      data=DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=8, workers=1, record_prob=1.0),
+                      data=DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=8, workers=1, record_prob=1.0,
+                                      wrist=wrist),
                       vq=VQTrainConfig(steps=4, batch=4))
     runs = [train(cfg, tmp_path / name, log=lambda m: None) for name in ("a", "b")]
     assert runs[0]["records"] == runs[1]["records"] == 16
     for name in ("model-00001-of-00001.safetensors", "vae-final.safetensors", "tokenizer.json", "config.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     ck = load_checkpoint(tmp_path / "a")
-    r = MolmoActDecoder(ck).reason(Observation([np.zeros((480, 640, 3), np.uint8)], "pick up the red cube"))
+    assert ck.cameras == (("front", "wrist") if wrist else ("front",))
+    images = [np.zeros((480, 640, 3), np.uint8), np.zeros((240, 320, 3), np.uint8)][:len(ck.cameras)]
+    r = MolmoActDecoder(ck).reason(Observation(images, "pick up the red cube"))
     assert len(r.depth_codes) == 100 and r.unnorm_key == UNNORM_KEY and np.all(np.isfinite(r.action))
 
 
