@@ -192,8 +192,8 @@ def read_cameras(config_path: Path) -> tuple[str, ...]:
     """The images the model was trained on, from config.json's ``cameras`` (our key; the official
     checkpoints do not say, and the station then feeds its one camera)."""
     cameras = json.loads(config_path.read_text(encoding="utf-8")).get("cameras", ["front"])
-    if (not isinstance(cameras, list) or not cameras or len(set(cameras)) != len(cameras)
-            or not all(isinstance(c, str) and c for c in cameras)):
+    if (not isinstance(cameras, list) or not cameras or not all(isinstance(c, str) and c for c in cameras)
+            or len(set(cameras)) != len(cameras)):
         raise CheckpointError(f"{config_path}: 'cameras' must be a list of distinct camera names, got {cameras!r}")
     return tuple(cameras)
 

@@ -83,7 +83,7 @@ def test_a_real_cell_must_name_its_wrist_camera(camera, flag):
         make_extra_cameras(camera, ("top",))
 
 
-@pytest.mark.parametrize("cameras", [[], "front", ["front", "front"], ["front", ""]])
+@pytest.mark.parametrize("cameras", [[], "front", ["front", "front"], ["front", ""], [["front"]]])
 def test_malformed_cameras_in_the_config_are_refused(tmp_path, cameras):
     with pytest.raises(CheckpointError, match="'cameras'"):
         load_checkpoint(with_cameras(tmp_path, cameras))
