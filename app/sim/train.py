@@ -440,6 +440,18 @@ def image_features(model: MolmoAct, images: np.ndarray, pooled_one: torch.Tensor
     return feats, scale_penalty, feat_rms
 
 
+def probe_losses(probe: LocationProbe, wrist_probe: LocationProbe | None, by_image: torch.Tensor,
+                 located: np.ndarray, wrist_located: np.ndarray | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The location probe on the first image's tokens, plus the wrist probe on the second's when given;
+    ``by_image`` [B, n, tokens, width] → (loss, the front probe's read-out error per thing)."""
+    width = by_image.shape[-1]
+    loss, error = probe.loss(by_image[:, 0].reshape(-1, width), torch.from_numpy(located.astype(np.float32)).to(device))
+    if wrist_probe is not None and wrist_located is not None:
+        loss = loss + wrist_probe.loss(by_image[:, 1].reshape(-1, width),
+                                       torch.from_numpy(wrist_located.astype(np.float32)).to(device))[0]
+    return loss, error
+
+
 def pretrain_vision(model: MolmoAct, probe: LocationProbe, records: list[StepRecord], cfg: "TrainConfig",
                     pooled_one: torch.Tensor, patches: int, log=print,
                     wrist_probe: LocationProbe | None = None) -> list[dict]:
@@ -464,13 +476,9 @@ def pretrain_vision(model: MolmoAct, probe: LocationProbe, records: list[StepRec
         if wrist_probe is not None:
             images = np.stack([images, np.stack([records[i].wrist for i in picks])], 1)
         feats, scale_penalty, _ = image_features(model, images, pooled_one, patches, cfg.device)
-        per_image = feats.view(len(picks), -1, TOKENS_PER_IMAGE, feats.shape[-1])
-        probe_loss, error = probe.loss(per_image[:, 0].reshape(-1, feats.shape[-1]),
-                                       torch.from_numpy(located).to(cfg.device))
-        if wrist_probe is not None:
-            wrist_located = torch.from_numpy(np.stack([records[i].wrist_objects for i in picks]).astype(np.float32))
-            wrist_loss, _ = wrist_probe.loss(per_image[:, 1].reshape(-1, feats.shape[-1]), wrist_located.to(cfg.device))
-            probe_loss = probe_loss + wrist_loss
+        wrist_located = np.stack([records[i].wrist_objects for i in picks]) if wrist_probe is not None else None
+        probe_loss, error = probe_losses(probe, wrist_probe, feats.view(len(picks), -1, TOKENS_PER_IMAGE, feats.shape[-1]),
+                                         located, wrist_located, cfg.device)
         loss = probe_loss + SCALE_PENALTY * scale_penalty
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -560,12 +568,10 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
         info["look_loss"] = round(float(look.detach()), 4)
         info["look_acc"] = round(float(torch.cat(look_hits).mean()), 3)
     if probe is not None and all(e.located is not None for e in examples):
-        probe_loss, error = probe.loss(by_image[:, 0].reshape(-1, feats.shape[-1]),
-                                       torch.from_numpy(np.stack([e.located for e in examples])).to(device))
-        if wrist_probe is not None and all(e.wrist_located is not None for e in examples):
-            wrist_located = np.stack([e.wrist_located for e in examples]).astype(np.float32)
-            probe_loss = probe_loss + wrist_probe.loss(by_image[:, 1].reshape(-1, feats.shape[-1]),
-                                                       torch.from_numpy(wrist_located).to(device))[0]
+        wrist_located = (np.stack([e.wrist_located for e in examples])
+                         if wrist_probe is not None and all(e.wrist_located is not None for e in examples) else None)
+        probe_loss, error = probe_losses(probe, wrist_probe, by_image, np.stack([e.located for e in examples]),
+                                         wrist_located, device)
         loss = loss + probe_weight * probe_loss
         info["probe_loss"] = round(float(probe_loss.detach()), 4)
         info["probe_error"] = round(float(error.mean()), 2)
