@@ -126,6 +126,42 @@ def train_depth_vqvae(inv_depths: np.ndarray, cfg: VQTrainConfig = VQTrainConfig
     return model.cpu().eval()
 
 
+def fit_encoder(decoder: DepthDecoder, inv_depths: np.ndarray, cfg: VQTrainConfig = VQTrainConfig(),
+                log=print, device: torch.device | str = "cpu") -> DepthVQVAE:
+    """A new encoder for a trained, frozen codebook + decoder (``vae-final.safetensors`` keeps only those).
+
+    Continuing a checkpoint's training needs the depth codes *its* decoder reads; its encoder was not
+    saved, and a VQ-VAE retrained from scratch would give the 128 codes other meanings. So the codebook
+    and decoder are loaded and frozen, and only the encoder learns (reconstruction through the
+    straight-through estimator, plus the commitment loss toward the fixed codes).
+    """
+    if decoder.config != SIM_DEPTH_CONFIG:
+        raise ValueError(f"the depth decoder's config {decoder.config} is not the sim's {SIM_DEPTH_CONFIG}")
+    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    data = torch.from_numpy(np.asarray(inv_depths, np.float32))[:, None]
+    model = DepthVQVAE(commitment=cfg.commitment)
+    with torch.no_grad():
+        model.vq.decoder.load_state_dict(decoder.decoder.state_dict())
+        model.codebook.copy_(decoder.codebook.detach())
+    for p in [*model.vq.parameters(), model.codebook]:
+        p.requires_grad_(False)
+    model.to(device)
+    opt = torch.optim.Adam(model.encoder.parameters(), lr=cfg.lr)
+    for step in range(cfg.steps):
+        x = data[torch.randint(len(data), (cfg.batch,), generator=g)].to(device)
+        recon, codes, vq_loss = model(x)
+        rec = F.l1_loss(recon, x)
+        loss = rec + vq_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % 100 == 0:
+            log(f"encoder fit step {step + 1}: l1 {rec.item():.4f} commitment {vq_loss.item():.4f} "
+                f"codes used {len(torch.unique(codes))}/{model.cfg.num_tokens}")
+    return model.cpu().eval()
+
+
 def encode_all(model: DepthVQVAE, inv_depths: np.ndarray, batch: int = 256) -> np.ndarray:
     """[N, 80, 80] → [N, 100] code indices (row-major, as the answer lists them)."""
     out = []

@@ -34,10 +34,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.sim.datagen import LOCATED, DataConfig, StepRecord, generate
-from app.sim.depth_vq import VQTrainConfig, encode_all, train_depth_vqvae
+from app.sim.depth_vq import VQTrainConfig, encode_all, fit_encoder, train_depth_vqvae
 from app.sim.tasks import TASKS
 from model.actions import ActionStats, ActionTokenizer, encode_actions
-from model.checkpoint import DEPTH_FILES, init_random_, preprocessor_config_dict, save_weights
+from model.checkpoint import DEPTH_FILES, LoadedCheckpoint, init_random_, load_checkpoint, preprocessor_config_dict, \
+    save_weights
 from model.config import AdapterConfig, LlmConfig, MolmoActConfig, VitConfig
 from model.depth import save_depth_decoder
 from model.grammar import GrammarTokens
@@ -98,6 +99,8 @@ class TrainConfig:
     threads: int | None = None
     device: str = "cpu"            # "cuda" trains the VQ-VAE, vision tower and model on a GPU (data stays on the CPU)
     train_seconds: float | None = None   # instead of ``steps``: as many steps as fit (see calibrate_steps)
+    init_from: Path | None = None  # continue a checkpoint of this pipeline (see ``continued_from``)
+    head_warmup: int = 200         # with ``init_from``: steps that fit the training-only heads alone first
     log_every: int = 50
 
 
@@ -616,10 +619,14 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     t_data = time.perf_counter() - t0
     log(f"{len(records)} steps from {records[-1].episode + 1} episodes in {t_data:.0f} s")
 
+    base = continued_from(cfg, log) if cfg.init_from is not None else None
     inv = np.stack([r.inv_depth for r in records])
     rng = np.random.default_rng(cfg.seed)
-    vq = train_depth_vqvae(inv[rng.permutation(len(inv))[:4000]], replace(cfg.vq, seed=cfg.seed), log=log,
-                           device=cfg.device)
+    vq_sample, vq_cfg = inv[rng.permutation(len(inv))[:4000]], replace(cfg.vq, seed=cfg.seed)
+    if base is None:
+        vq = train_depth_vqvae(vq_sample, vq_cfg, log=log, device=cfg.device)
+    else:       # the checkpoint's own codes: its frozen codebook and decoder, a new encoder
+        vq = fit_encoder(base.depth_decoder, vq_sample, vq_cfg, log=log, device=cfg.device)
     codes = encode_all(vq, inv)
     t_vq = time.perf_counter() - t0 - t_data
     log(f"depth VQ-VAE trained in {t_vq:.0f} s; {len(np.unique(codes))} codes in use")
@@ -630,16 +637,21 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     (out_dir / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(), indent=2))
     tokenizer = MolmoActTokenizer.from_dir(out_dir)
     processor = MolmoActProcessor.from_dir(out_dir, tokenizer)
-    norm_stats = norm_stats_from(records)
+    # a continued checkpoint keeps its action normalization: its bins must keep their meaning
+    norm_stats = norm_stats_from(records) if base is None else base.config.norm_stats
     mcfg = model_config(cfg.shape, norm_stats, tokenizer.ids.im_patch)
     stats = ActionStats.from_norm_stats(norm_stats, UNNORM_KEY)
     cameras = cameras_of(cfg.data)
+    if base is not None:
+        check_continuable(base, out_dir, mcfg, cameras)
     if "wrist" in cameras and records[0].wrist is None:
         raise ValueError("the cached data has no wrist images: regenerate it (or train with the front camera only)")
     builder = SampleBuilder(tokenizer, processor, stats, cfg.loss_weights, n_images=len(cameras))
 
     model = MolmoAct(mcfg)
     init_random_(model, cfg.seed, scale_residual=True)
+    if base is not None:
+        model.load_state_dict(base.model.state_dict())
     model.to(cfg.device)
     model.init_rope()
     model.train()
@@ -663,8 +675,9 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
         _seeded_init_(wrist_probe.head, cfg.seed + 4)
     heads = {"probe": probe, "pointer": pointer, "wrist_probe": wrist_probe}
     t_vision0 = time.perf_counter()
+    vision_steps = cfg.vision_steps if probe is not None and base is None else 0
     vision_history = pretrain_vision(model, probe, records, cfg, pooled_one, patches, log, wrist_probe) \
-        if probe is not None and cfg.vision_steps > 0 else []
+        if vision_steps > 0 else []
     t_vision = time.perf_counter() - t_vision0
     kinds = ("reason", "reason_alt", "visual")
 
@@ -716,6 +729,9 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
         return list(net.named_parameters()) + [p for head in aux.values() if head is not None
                                                for p in head.named_parameters()]
 
+    if base is not None and cfg.head_warmup > 0:
+        fit_heads(model, heads, batch_stream(np.random.default_rng(cfg.seed + 98), np.zeros(0, np.int64),
+                                             cfg.head_warmup), make_optimizer, train_step, named_of, cfg.lr, log)
     steps = cfg.steps
     if cfg.train_seconds:
         steps = calibrate_steps(cfg, model, heads, batch_stream, make_optimizer, train_step, named_of, log)
@@ -746,8 +762,10 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     cfg_dict["cameras"] = list(cameras)      # which camera each image is (the station feeds them in this order)
     cfg_dict["training"] = {"script": "python -m app.sim.train", "seed": cfg.seed, "steps": steps,
                             "device": str(cfg.device), "lr": cfg.lr,
-                            "vision_steps": cfg.vision_steps if probe is not None else 0,
-                            "batch": cfg.batch, "records": len(records)}
+                            "vision_steps": vision_steps, "batch": cfg.batch, "records": len(records)}
+    if base is not None:
+        cfg_dict["training"]["init_from"] = {"path": str(cfg.init_from), "head_warmup": cfg.head_warmup,
+                                             "training": base_training(base)}
     (out_dir / "config.json").write_text(json.dumps(cfg_dict, indent=2))
     save_depth_decoder(vq.export_decoder(), out_dir / DEPTH_FILES[0])
     summary = {"records": len(records), "params": n_params, "steps": steps, "data_s": round(t_data, 1), "vq_s": round(t_vq, 1),
@@ -757,6 +775,50 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
                                                               "history": history}, indent=1))
     log(json.dumps(summary))
     return summary
+
+
+def continued_from(cfg: TrainConfig, log=print) -> LoadedCheckpoint:
+    """The checkpoint ``cfg.init_from`` (fp32 on the CPU), checked to be one this pipeline can continue."""
+    base = load_checkpoint(cfg.init_from, device="cpu", dtype=torch.float32)
+    if base.depth_decoder is None:
+        raise ValueError(f"{cfg.init_from}: no depth decoder, so its depth codes cannot be reproduced")
+    log(f"continuing {cfg.init_from} (trained: {base_training(base)})")
+    return base
+
+
+def base_training(base: LoadedCheckpoint) -> dict | None:
+    return json.loads((base.path / "config.json").read_text()).get("training")
+
+
+def check_continuable(base: LoadedCheckpoint, out_dir: Path, mcfg: MolmoActConfig, cameras: tuple[str, ...]) -> None:
+    """Same tokenizer, model shape and cameras: otherwise its weights would mean other things here."""
+    ours = json.loads((out_dir / "tokenizer.json").read_text())
+    theirs = json.loads((base.path / "tokenizer.json").read_text())
+    if ours != theirs:
+        raise ValueError(f"{base.path}: its tokenizer is not the one this pipeline builds; it cannot be continued")
+    if mcfg.to_dict() != base.config.to_dict():
+        raise ValueError(f"{base.path}: its model config differs from this run's (--wrist or the model shape?)")
+    if tuple(cameras) != tuple(base.cameras):
+        raise ValueError(f"{base.path}: its cameras are {list(base.cameras)}, this run's {list(cameras)}")
+
+
+def fit_heads(model: MolmoAct, heads: dict, batches, make_optimizer, train_step, named_of, lr: float,
+              log=print) -> None:
+    """Fit the training-only heads (not saved with a checkpoint, so new when continuing one) with the
+    model frozen, so their first, random-head gradients do not reach its trained weights."""
+    named = named_of(model, heads)
+    head_named = [(n, p) for n, p in named if not any(p is q for q in model.parameters())]
+    if not head_named:
+        return
+    for p in model.parameters():
+        p.requires_grad_(False)
+    opt = make_optimizer(head_named)
+    info: dict = {}
+    for batch in batches:
+        _, info = train_step(model, heads, opt, head_named, batch, lr)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    log("heads fitted: " + " ".join(f"{k} {v:.3f}" for k, v in info.items() if isinstance(v, float)))
 
 
 def calibrate_steps(cfg: TrainConfig, model: MolmoAct, heads: dict, batch_stream, make_optimizer, train_step,
@@ -835,6 +897,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wrist", action="store_true",
                    help="two images, front then wrist (the default: the front camera only)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the model's training")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="continue training this checkpoint of the pipeline (its tokenizer, action normalization "
+                        "and depth codes are kept; no vision pre-training)")
     p.add_argument("--data-cache", type=Path, default=None,
                    help="pickle of the generated data, reused when the data settings match (outside the repo)")
     args = p.parse_args(argv)
@@ -843,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr, device=args.device,
                       train_seconds=args.train_seconds, threads=args.threads,
                       vision_steps=args.vision_steps, pointer_weight=args.pointer_weight,
-                      look_weight=args.look_weight,
+                      look_weight=args.look_weight, init_from=args.init_from,
                       data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
                                       wrist=args.wrist, miss_prob=args.miss_prob,
                                       workers=args.workers),

@@ -2,7 +2,8 @@
 import numpy as np
 import torch
 
-from app.sim.depth_vq import SIM_DEPTH_CONFIG, DepthVQVAE, VQTrainConfig, encode_all, train_depth_vqvae
+from app.sim.depth_vq import (SIM_DEPTH_CONFIG, DepthVQVAE, VQTrainConfig, encode_all, fit_encoder,
+                              train_depth_vqvae)
 from model.depth import decode_depth_codes, load_depth_decoder, save_depth_decoder
 
 
@@ -47,6 +48,33 @@ def test_training_reconstructs_held_out_depth():
     errs = [np.abs(decode_depth_codes(dec, c.tolist()).relative - t).mean() for c, t in zip(codes, test)]
     baseline = np.abs(test - train.mean()).mean()        # predicting the mean image
     assert np.mean(errs) < 0.5 * baseline
+
+
+def test_a_new_encoder_for_a_frozen_decoder_reconstructs_as_well_as_the_original():
+    """Continuing a checkpoint needs codes that *its* saved decoder reads: an encoder fitted to the frozen
+    codebook and decoder reconstructs held-out depth about as well as the original encoder did (several codes
+    can decode to near-identical patches, so the code ids themselves need not match), and leaves the decoder as
+    it was."""
+    train, test = scenes(64, 1), scenes(8, 2)
+    vq = train_depth_vqvae(train, VQTrainConfig(steps=150, batch=16), log=lambda m: None)
+    decoder = vq.export_decoder()
+    before = {k: v.clone() for k, v in decoder.state_dict().items()}
+    refit = fit_encoder(decoder, train, VQTrainConfig(steps=150, batch=16, seed=3), log=lambda m: None)
+    exported = refit.export_decoder()
+    for k, v in decoder.state_dict().items():
+        assert torch.equal(v, before[k]) and torch.equal(exported.state_dict()[k], v), k
+
+    def error(model):
+        codes = encode_all(model, test)
+        return np.mean([np.abs(decode_depth_codes(decoder, c.tolist()).relative - t).mean()
+                        for c, t in zip(codes, test)])
+
+    fresh = DepthVQVAE()                       # the same decoder behind an untrained encoder: the baseline
+    fresh.vq.decoder.load_state_dict(decoder.decoder.state_dict())
+    with torch.no_grad():
+        fresh.codebook.copy_(decoder.codebook)
+    original, refitted, untrained = error(vq), error(refit), error(fresh.eval())
+    assert refitted < 1.3 * original + 0.005 and refitted < 0.5 * untrained
 
 
 def test_codebook_gradient_does_not_depend_on_thread_timing():

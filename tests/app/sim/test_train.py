@@ -291,6 +291,40 @@ def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path, wr
 
 
 @pytest.mark.slow
+def test_a_continued_checkpoint_keeps_its_tokenizer_norm_stats_and_depth_decoder(tmp_path):
+    """``--init-from``: the run starts from the checkpoint's weights (with no steps, the fitted heads leave
+    them untouched), keeps what gives its tokens their meaning (tokenizer, action normalization, depth
+    decoder) even on other data, says what it continued, and refuses a checkpoint it cannot continue."""
+    from app.sim.datagen import DataConfig
+    from app.sim.depth_vq import VQTrainConfig
+    from app.sim.train import train
+    from model.checkpoint import load_checkpoint
+    data = DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=8, workers=1, record_prob=1.0)
+    base_cfg = TrainConfig(steps=3, batch=4, shape=SMALL, log_every=1, vision_steps=2, data=data,
+                           vq=VQTrainConfig(steps=4, batch=4))
+    train(base_cfg, tmp_path / "base", log=lambda m: None)
+    other_data = replace(data, seed=5, steer_episodes=3)          # other actions: other norm stats
+    cont = replace(base_cfg, init_from=tmp_path / "base", head_warmup=2, data=other_data)
+    train(replace(cont, steps=0), tmp_path / "zero", log=lambda m: None)
+    train(cont, tmp_path / "more", log=lambda m: None)
+    weights = "model-00001-of-00001.safetensors"
+    assert (tmp_path / "zero" / weights).read_bytes() == (tmp_path / "base" / weights).read_bytes()
+    assert (tmp_path / "more" / weights).read_bytes() != (tmp_path / "base" / weights).read_bytes()
+    for name in ("vae-final.safetensors", "tokenizer.json"):
+        assert (tmp_path / "more" / name).read_bytes() == (tmp_path / "base" / name).read_bytes(), name
+    train(replace(base_cfg, data=other_data), tmp_path / "fresh", log=lambda m: None)
+    base, more = load_checkpoint(tmp_path / "base"), load_checkpoint(tmp_path / "more")
+    assert more.norm_stats == base.norm_stats != load_checkpoint(tmp_path / "fresh").norm_stats
+    training = json.loads((tmp_path / "more" / "config.json").read_text())["training"]
+    assert training["init_from"]["path"] == str(tmp_path / "base")
+    assert training["init_from"]["training"]["steps"] == 3 and training["vision_steps"] == 0
+    with pytest.raises(ValueError, match="cameras"):
+        train(replace(cont, data=replace(other_data, wrist=True)), tmp_path / "wrist", log=lambda m: None)
+    with pytest.raises(ValueError, match="model config"):
+        train(replace(cont, shape=replace(SMALL, llm_layers=2)), tmp_path / "deeper", log=lambda m: None)
+
+
+@pytest.mark.slow
 def test_time_budgeted_run_is_the_run_with_the_steps_it_reports(tmp_path):
     """``--train-seconds`` times real steps on a throwaway copy, so the run it makes is byte for byte the
     run that ``--steps N`` with the reported N makes (what the README's reproduction command relies on)."""
