@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .actions import ActionStats, ActionTokenizer
-from .config import ConfigError, MolmoActConfig, tiny_config
+from .config import ConfigError, MolmoActConfig, read_config_json, tiny_config
 from .depth import DepthDecoder, load_depth_decoder
 from .molmoact import MolmoAct
 from .processor import MolmoActProcessor
@@ -58,6 +58,7 @@ class LoadedCheckpoint:
     processor: MolmoActProcessor
     depth_decoder: DepthDecoder | None
     cameras: tuple[str, ...] = ("front",)   # which camera each image is, in prompt order (first = trace image)
+    training: dict[str, Any] | None = None  # how app.sim.train made it (our key; None for other checkpoints)
 
     @property
     def model_id(self) -> str:
@@ -188,10 +189,10 @@ def find_depth_file(path: Path) -> Path | None:
     return None
 
 
-def read_cameras(config_path: Path) -> tuple[str, ...]:
+def cameras_of_config(raw: dict[str, Any], config_path: Path) -> tuple[str, ...]:
     """The images the model was trained on, from config.json's ``cameras`` (our key; the official
     checkpoints do not say, and the station then feeds its one camera)."""
-    cameras = json.loads(config_path.read_text(encoding="utf-8")).get("cameras", ["front"])
+    cameras = raw.get("cameras", ["front"])
     if (not isinstance(cameras, list) or not cameras or not all(isinstance(c, str) and c for c in cameras)
             or len(set(cameras)) != len(cameras)):
         raise CheckpointError(f"{config_path}: 'cameras' must be a list of distinct camera names, got {cameras!r}")
@@ -208,8 +209,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CheckpointError(f"--model.device {device} requested but no CUDA GPU is available here")
     dtype = dtype or default_dtype(device)
-    cfg = MolmoActConfig.from_json(path / "config.json")
+    raw = read_config_json(path / "config.json")
+    cfg = MolmoActConfig.from_dict(raw, source=str(path / "config.json"))
     check_norm_stats(cfg.norm_stats, path / "config.json")
+    cameras = cameras_of_config(raw, path / "config.json")
     tokenizer = MolmoActTokenizer.from_dir(path)
     if tokenizer.ids.im_patch != cfg.image_patch_id:
         raise CheckpointError(f"{path / 'tokenizer.json'}: <im_patch> is id {tokenizer.ids.im_patch} but "
@@ -234,7 +237,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
             except ValueError as e:
                 raise CheckpointError(str(e)) from None
     return LoadedCheckpoint(path=path, config=cfg, model=model, tokenizer=tokenizer, processor=processor,
-                            depth_decoder=depth, cameras=read_cameras(path / "config.json"))
+                            depth_decoder=depth, cameras=cameras, training=raw.get("training"))
 
 
 # -- random weights ------------------------------------------------------------------------

@@ -29,6 +29,20 @@ def _take(cls, data: dict[str, Any]):
     return cls(**kwargs)
 
 
+def read_config_json(path: str | Path) -> dict[str, Any]:
+    """config.json as a dict (its MolmoAct keys and any of ours), with the errors the loader reports."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing config file: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 @dataclass
 class VitConfig:
     hidden_size: int = 1152
@@ -203,14 +217,7 @@ class MolmoActConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "MolmoActConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"missing config file: {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_config_json(path), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The official layout (plus the HF bookkeeping keys the reference writes)."""

@@ -765,7 +765,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
                             "vision_steps": vision_steps, "batch": cfg.batch, "records": len(records)}
     if base is not None:
         cfg_dict["training"]["init_from"] = {"path": str(cfg.init_from), "head_warmup": cfg.head_warmup,
-                                             "training": base_training(base)}
+                                             "training": base.training}
     (out_dir / "config.json").write_text(json.dumps(cfg_dict, indent=2))
     save_depth_decoder(vq.export_decoder(), out_dir / DEPTH_FILES[0])
     summary = {"records": len(records), "params": n_params, "steps": steps, "data_s": round(t_data, 1), "vq_s": round(t_vq, 1),
@@ -782,12 +782,8 @@ def continued_from(cfg: TrainConfig, log=print) -> LoadedCheckpoint:
     base = load_checkpoint(cfg.init_from, device="cpu", dtype=torch.float32)
     if base.depth_decoder is None:
         raise ValueError(f"{cfg.init_from}: no depth decoder, so its depth codes cannot be reproduced")
-    log(f"continuing {cfg.init_from} (trained: {base_training(base)})")
+    log(f"continuing {cfg.init_from} (trained: {base.training})")
     return base
-
-
-def base_training(base: LoadedCheckpoint) -> dict | None:
-    return json.loads((base.path / "config.json").read_text()).get("training")
 
 
 def check_continuable(base: LoadedCheckpoint, out_dir: Path, mcfg: MolmoActConfig, cameras: tuple[str, ...]) -> None:

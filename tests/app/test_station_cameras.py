@@ -1,10 +1,6 @@
 """A checkpoint that takes several images gets them from the station's cameras, in its order."""
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -13,18 +9,7 @@ from app.devices.factory import make_extra_cameras
 from app.session import SessionConfig
 from app.station import StationError, open_session
 from model.checkpoint import CheckpointError, load_checkpoint
-
-TINY_MODEL = Path(__file__).resolve().parents[2] / "assets" / "tiny-molmoact"
-
-
-def with_cameras(tmp_path: Path, cameras) -> Path:
-    out = tmp_path / "ck"
-    shutil.copytree(TINY_MODEL, out)
-    cfg = json.loads((out / "config.json").read_text())
-    cfg["cameras"] = cameras
-    (out / "config.json").write_text(json.dumps(cfg))
-    return out
-
+from tests.checkpoints import TINY_MODEL, tiny_with_cameras
 
 class SeenImages:
     """Wraps the real decoder and keeps the image sizes of every observation it reasons on."""
@@ -45,7 +30,7 @@ class SeenImages:
 
 
 def test_a_front_and_wrist_checkpoint_reasons_on_both_sim_cameras(tmp_path):
-    path = with_cameras(tmp_path, ["front", "wrist"])
+    path = tiny_with_cameras(tmp_path, ["front", "wrist"])
     assert load_checkpoint(path).cameras == ("front", "wrist")
     s = open_session(StationConfig(model=ModelConfig(path=str(path))), SessionConfig())
     try:
@@ -69,7 +54,7 @@ def test_a_one_image_checkpoint_gets_no_extra_camera():
 
 
 def test_a_camera_the_sim_lacks_fails_before_anything_runs(tmp_path):
-    path = with_cameras(tmp_path, ["front", "top"])
+    path = tiny_with_cameras(tmp_path, ["front", "top"])
     with pytest.raises(StationError, match="'top' image; the simulated cell has front, wrist"):
         open_session(StationConfig(model=ModelConfig(path=str(path))))
 
@@ -86,4 +71,4 @@ def test_a_real_cell_must_name_its_wrist_camera(camera, flag):
 @pytest.mark.parametrize("cameras", [[], "front", ["front", "front"], ["front", ""], [["front"]]])
 def test_malformed_cameras_in_the_config_are_refused(tmp_path, cameras):
     with pytest.raises(CheckpointError, match="'cameras'"):
-        load_checkpoint(with_cameras(tmp_path, cameras))
+        load_checkpoint(tiny_with_cameras(tmp_path, cameras))

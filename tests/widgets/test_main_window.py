@@ -179,17 +179,11 @@ def test_window_closes_with_no_thread_left(qtbot):
 def test_a_wrist_camera_the_model_reads_is_shown_as_it_saw_it(qtbot, tmp_path):
     """A checkpoint taking front + wrist images: the window adds a view of the wrist image the model
     reasoned on (the main camera view keeps the front image and the trace)."""
-    import json
-    import shutil
-    from pathlib import Path
-
     from app.config import ModelConfig
+    from tests.checkpoints import tiny_with_cameras
     configure_pyqtgraph()
     from widgets.main_window import MainWindow
-    ck = tmp_path / "ck"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "assets" / "tiny-molmoact", ck)
-    cfg = json.loads((ck / "config.json").read_text())
-    (ck / "config.json").write_text(json.dumps({**cfg, "cameras": ["front", "wrist"]}))
+    ck = tiny_with_cameras(tmp_path, ["front", "wrist"])
     session = open_session(StationConfig(model=ModelConfig(path=str(ck))))
     win = MainWindow(session)
     qtbot.addWidget(win)
