@@ -16,6 +16,11 @@ Samples per recorded step (the reference trains half its data trajectory-conditi
 
 With ``--wrist`` every sample has two images, front then wrist, with the
 reference's multi-image prompts; the trace, the look-up supervision and the pointer stay on the first.
+
+``--init-from DIR`` continues a checkpoint this pipeline wrote (for example a GPU run, continued on the
+CPU or on other data) instead of starting from scratch: its weights, tokenizer and action normalization
+are kept, and so are its depth codes, through an encoder fitted to its saved (frozen) codebook and
+decoder. The run's ``config.json`` records what it continued.
 """
 from __future__ import annotations
 
