@@ -21,7 +21,11 @@ In a ``miss_prob`` share of the pick and place episodes the executed policy firs
 centimetres beside the object and closes there (``BesideExpert``), labelled all along with what the
 expert would do from each state, and then the expert takes over from the failed grasp: the model sees
 what to do after a miss (open, rise, come down again) rather than only states of grasps that worked.
-Deterministic from the seed; workers are independent processes, each with its own cell.
+With ``policy`` (DAgger) a checkpoint drives ``policy_episodes`` more pick episodes, as the eval's
+closed loop does, and every recorded state gets ``StateExpert``'s label: what to do from the states
+the model itself reaches, which the scripted episodes never visit.
+Deterministic from the seed (and the policy's weights); workers are independent processes, each with
+its own cell.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ import cv2
 import numpy as np
 
 from app.sim import scene
-from app.sim.tasks import TASKS, Expert, Task
+from app.sim.tasks import TASKS, Expert, StateExpert, Task
 
 FRONT_SIZE = (640, 480)          # the session's default front camera
 WRIST_SIZE = (320, 240)          # the session's default wrist camera (``SimConfig.wrist_size``)
@@ -42,6 +46,8 @@ PICK_TASKS = tuple(name for name, t in TASKS.items() if t.kind == "pick")
 TRANSIT_M = 0.04                 # executed-action noise only this far from the expert's waypoint
 EXTRA_DONE_STEPS = 3             # steps recorded after the expert finished: hold still when done
 MISS_MAX_STEPS = 40              # a missed grasp that cannot reach its height (blocked) ends here
+POLICY = "<policy>"              # episode_plan's "executed" for an episode a checkpoint drives (DAgger)
+POLICY_SEED_BASE = 50_000        # their seeds, per data seed: apart from the scripted episodes' (< 100 000)
 LOCATED = (*scene.OBJECTS, scene.BOWL)   # what ``StepRecord.objects_model`` locates, in this order
 
 
@@ -58,6 +64,9 @@ class DataConfig:
     wrist: bool = False              # also record the wrist camera (the model's second image)
     miss_prob: float = 0.0           # share of pick/place episodes that first miss the grasp (BesideExpert)
     miss_m: tuple[float, float] = (0.02, 0.045)   # how far beside the object that grasp closes
+    policy: str | None = None        # a checkpoint that drives ``policy_episodes`` pick episodes (DAgger)
+    policy_episodes: int = 0
+    policy_steps: int = 60           # the eval's pick budget
     workers: int = 2
     progress: bool = False
 
@@ -126,7 +135,55 @@ def episode_plan(cfg: DataConfig) -> list[tuple[int, str, str | None]]:
         a = TASKS[PICK_TASKS[int(rng.integers(len(PICK_TASKS)))]]
         plan.append((cfg.seed * 100_000 + k, a.name, _other_pick(a, rng).name))
         k += 1
+    if cfg.policy is not None:
+        for j in range(cfg.policy_episodes):
+            plan.append((cfg.seed * 100_000 + POLICY_SEED_BASE + j, PICK_TASKS[j % len(PICK_TASKS)], POLICY))
     return plan
+
+
+class ModelPolicy:
+    """A checkpoint driving the cell as ``app.sim.eval`` does: ``reason()`` on its cameras every step, the
+    action through the sim arm's preset."""
+
+    def __init__(self, path: str) -> None:
+        from app.devices.action_adapter import ActionAdapter
+        from model.checkpoint import load_checkpoint
+        from model.decoder import MolmoActDecoder
+        ck = load_checkpoint(path)
+        self.decoder = MolmoActDecoder(ck)
+        self.cameras = ck.cameras
+        self.unnorm_key = sorted(ck.norm_stats)[0]
+        self.adapter = ActionAdapter.for_arm("sim", self.unnorm_key)
+
+    def act(self, cell, instruction: str) -> np.ndarray:
+        from model.reasoning import Observation
+        images = [cell.render("front", *FRONT_SIZE)[0]] + [cell.render(c, *WRIST_SIZE)[0] for c in self.cameras[1:]]
+        return self.adapter.map(self.decoder.reason(Observation(images, instruction, self.unnorm_key)).action)
+
+
+def run_policy_episode(cell, seed: int, task_name: str, cfg: DataConfig, episode: int,
+                       policy: ModelPolicy) -> list[StepRecord]:
+    """DAgger: the checkpoint acts, and every recorded state is labelled by ``StateExpert`` (what to do
+    from here), so the model learns what to do in the states *it* reaches: beside the object, closed on
+    nothing, too high. Ends when the object is lifted, or when the model's answer cannot be acted on."""
+    rng = np.random.default_rng(seed + 7)
+    task = TASKS[task_name]
+    cell.reset(seed, task)
+    records: list[StepRecord] = []
+    for _ in range(cfg.policy_steps):
+        label = StateExpert(task, cell).act()
+        if rng.random() < cfg.record_prob:
+            records.append(_record(cell, task, None, label, cfg, episode, rng))
+        if label.done or task.success(cell):
+            break
+        try:
+            action = policy.act(cell, task.instruction)
+        except ValueError:               # a malformed answer: the states so far are still labelled data
+            break
+        if not np.all(np.isfinite(action)):
+            break
+        cell.step(action)
+    return records
 
 
 def run_episode(cell, seed: int, task_name: str, executed: str | None, cfg: DataConfig,
@@ -238,9 +295,13 @@ def _worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | None]]
     torch.set_num_threads(1)          # one process per core: torch's own threads would oversubscribe
     cfg, jobs = args
     out: list[StepRecord] = []
-    with SimCell(SimConfig(front_size=FRONT_SIZE)) as cell:
+    policy = ModelPolicy(cfg.policy) if any(job[2] == POLICY for _, job in jobs) else None
+    with SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE)) as cell:
         for k, (episode, (seed, task, executed)) in enumerate(jobs):
-            out += run_episode(cell, seed, task, executed, cfg, episode)
+            if executed == POLICY:
+                out += run_policy_episode(cell, seed, task, cfg, episode, policy)
+            else:
+                out += run_episode(cell, seed, task, executed, cfg, episode)
             if cfg.progress and (k + 1) % 25 == 0:
                 print(f"  data worker: {k + 1}/{len(jobs)} episodes, {len(out)} steps", flush=True)
     return out
@@ -259,5 +320,6 @@ def generate(cfg: DataConfig) -> list[StepRecord]:
     return records
 
 
-__all__ = ["DataConfig", "StepRecord", "generate", "run_episode", "episode_plan", "model_pixels",
+__all__ = ["DataConfig", "StepRecord", "generate", "run_episode", "run_policy_episode", "ModelPolicy", "episode_plan",
+           "model_pixels",
            "drawn_pixels", "inverse_depth", "in_view", "PICK_TASKS", "WRIST_SIZE"]

@@ -229,7 +229,11 @@ class Expert:
             action = np.zeros(7)
             action[6] = last.gripper
             return ExpertStep(action, self.trace(pose.position), True, self.index)
-        wp = self.waypoints[self.index]
+        return ExpertStep(self._toward(self.waypoints[self.index], pose), self.trace(pose.position), False,
+                          self.index)
+
+    def _toward(self, wp: Waypoint, pose) -> np.ndarray:
+        """The 7-D action one control step toward ``wp`` (speed- and turn-limited)."""
         err = wp.position - pose.position
         dist = float(np.linalg.norm(err))
         dpos = err if dist <= wp.speed else err * (wp.speed / dist)
@@ -237,8 +241,7 @@ class Expert:
         ang = float(np.linalg.norm(rot_err))
         if ang > self.max_rotation:
             rot_err *= self.max_rotation / ang
-        action = np.concatenate([dpos, matrix_to_rpy(rotvec_to_matrix(rot_err)), [wp.gripper]])
-        return ExpertStep(action, self.trace(pose.position), False, self.index)
+        return np.concatenate([dpos, matrix_to_rpy(rotvec_to_matrix(rot_err)), [wp.gripper]])
 
     def _advance(self, pos: np.ndarray, rot: np.ndarray) -> None:
         """Move past reached waypoints (after their dwell)."""
@@ -265,6 +268,61 @@ class Expert:
         pts = resample_path(self.future_path(current), n)
         w, h = self.cell.config.front_size
         return self.cell.to_model_space(self.cell.project(pts, w, h), w, h)
+
+
+GRASP_XY_M = 0.006      # StateExpert: this close to the grasp point (xy and z), it closes the fingers
+CORRIDOR_M = 0.015      # ... this close (xy) above the object, it descends straight to the grasp point
+
+
+@dataclass
+class StateExpert(Expert):
+    """The pick expert planned from the state alone at every step, not from how far its script got.
+
+    The scripted ``Expert`` ticks its waypoints off in order, so from a state its script never
+    reached (the model's own, for DAgger-style labels) it can ask for the wrong thing: a fresh one
+    re-opens a hand that holds the object, or climbs back to its approach point from just above the
+    object. This one reads the phase from the cell: holding the object → lift it; at the grasp point →
+    close; fingers closed on nothing → open and rise to the approach point; within ``CORRIDOR_M`` above
+    the object → descend onto it; otherwise → approach from above. The waypoints and speeds are the
+    scripted expert's, so both label the states they share alike.
+    """
+
+    def plan(self) -> list[Waypoint]:
+        t, cell = self.task, self.cell
+        if t.kind != "pick":
+            raise ValueError(f"StateExpert labels pick tasks, not {t.kind!r} ({t.name})")
+        pos = cell.ee_pose().position
+        approach, grasp, close, lift = Expert.plan(self)
+        if self.holding():
+            return [replace_position(lift, np.array([pos[0], pos[1], lift.position[2]]))]
+        xy_err = float(np.linalg.norm(pos[:2] - grasp.position[:2]))
+        if xy_err <= GRASP_XY_M and abs(pos[2] - grasp.position[2]) <= GRASP_XY_M:
+            return [close, lift]
+        if cell.gripper_measured > 0.5 or cell.gripper_command > 0.5:     # closed (or closing) on nothing
+            return [approach, grasp, close, lift]
+        if xy_err <= CORRIDOR_M and pos[2] <= approach.position[2] + 0.01:
+            return [grasp, close, lift]
+        return [approach, grasp, close, lift]
+
+    def holding(self) -> bool:
+        """Both finger pads on the object with the fingers commanded closed."""
+        return self.cell.gripper_command > 0.5 and all(self.cell.touching(pad, self.task.target)
+                                                       for pad in scene.PAD_GEOMS)
+
+    def act(self) -> ExpertStep:
+        pose = self.cell.ee_pose()
+        self.waypoints, self.index = self.plan(), 0
+        first = self.waypoints[0]
+        if len(self.waypoints) == 1 and np.linalg.norm(first.position - pose.position) <= first.tolerance:
+            action = np.zeros(7)            # lifted: done, holding
+            action[6] = 1.0
+            self.index = 1
+            return ExpertStep(action, self.trace(pose.position), True, self.index)
+        return ExpertStep(self._toward(first, pose), self.trace(pose.position), False, self.index)
+
+
+def replace_position(wp: Waypoint, position: np.ndarray) -> Waypoint:
+    return Waypoint(position, wp.yaw, wp.gripper, wp.speed, wp.tolerance, wp.dwell)
 
 
 def width_across_fingers(half_size: tuple[float, ...], relative_yaw: float) -> float:

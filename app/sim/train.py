@@ -853,11 +853,22 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
+def policy_digest(path: Path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for f in sorted(path.glob("*.safetensors")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _cached_records(data_cfg: DataConfig, cache: Path | None, log) -> list[StepRecord]:
     """Generate the records, or read them from ``cache`` when it was written for the same config
     (the data is deterministic, so a rerun with other training settings can skip the rollouts)."""
     import pickle
     settings = {k: v for k, v in asdict(data_cfg).items() if k not in ("workers", "progress")}
+    if data_cfg.policy is not None:        # the policy's states depend on its weights, not on its path
+        settings["policy"] = policy_digest(Path(data_cfg.policy))
     key = json.dumps({**settings, "workers": 0}, sort_keys=True)
     if cache is not None and cache.is_file():
         with cache.open("rb") as f:
@@ -898,6 +909,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wrist", action="store_true",
                    help="two images, front then wrist (the default: the front camera only)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the model's training")
+    p.add_argument("--dagger-from", type=Path, default=None,
+                   help="DAgger: this checkpoint drives --dagger-episodes more pick episodes, each state labelled "
+                        "by the state-based expert (usually the same checkpoint as --init-from)")
+    p.add_argument("--dagger-episodes", type=int, default=240)
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue training this checkpoint of the pipeline (its tokenizer, action normalization "
                         "and depth codes are kept; no vision pre-training)")
@@ -912,6 +927,8 @@ def main(argv: list[str] | None = None) -> int:
                       look_weight=args.look_weight, init_from=args.init_from,
                       data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
                                       wrist=args.wrist, miss_prob=args.miss_prob,
+                                      policy=None if args.dagger_from is None else str(args.dagger_from),
+                                      policy_episodes=args.dagger_episodes if args.dagger_from else 0,
                                       workers=args.workers),
                       vq=VQTrainConfig(steps=args.vq_steps))
     log = lambda m: print(m, flush=True)  # noqa: E731

@@ -137,3 +137,49 @@ def test_a_missed_grasp_is_labelled_by_the_expert_and_recovered_from(front_cell)
     plan = b.plan()
     assert len(plan) == 3 and plan[-1].gripper == 1.0
     np.testing.assert_allclose(plan[1].position[:2], front_cell.object_position("red_cube")[:2] + [0.03, 0.0])
+
+
+class DownAndClosedPolicy:
+    """Stands in for a checkpoint in the DAgger data path: a fixed command whatever it sees (sinks
+    straight down with the fingers closed, which no scripted episode does)."""
+
+    def act(self, cell, instruction: str) -> np.ndarray:
+        return np.array([0.0, 0.0, -0.02, 0.0, 0.0, 0.0, 1.0])
+
+
+def test_a_policy_episode_executes_the_policy_and_labels_each_state_with_the_state_expert(front_cell):
+    from app.sim.datagen import run_policy_episode
+    from app.sim.tasks import StateExpert
+    cfg = DataConfig(record_prob=1.0, policy_steps=6)
+    front_cell.reset(21, "pick_blue_block")
+    start = front_cell.ee_pose().position
+    recs = run_policy_episode(front_cell, 21, "pick_blue_block", cfg, 7, DownAndClosedPolicy())
+    assert len(recs) == 6 and all(r.episode == 7 and not r.steer_episode for r in recs)
+    moved = front_cell.ee_pose().position - start
+    assert moved[2] < -0.08 and np.hypot(*moved[:2]) < 0.01          # the policy's motion, not the expert's
+    assert front_cell.gripper_measured > 0.5
+    # the labels: from a hand closed on nothing, open and go to the approach point
+    assert all(r.own_action[6] == 0.0 for r in recs[1:])
+    expert = StateExpert(TASKS["pick_blue_block"], front_cell)
+    again, approach = expert.act(), expert.waypoints[0].position
+    to_approach = approach - front_cell.ee_pose().position
+    assert again.action[6] == 0.0 and approach[2] > front_cell.object_position("blue_block")[2] + 0.1
+    assert again.action[:3] @ to_approach / np.linalg.norm(again.action[:3]) / np.linalg.norm(to_approach) > 0.99
+
+
+@pytest.mark.slow
+def test_the_bundled_model_drives_policy_episodes_in_the_generated_data():
+    """The real path: ``DataConfig.policy`` names a checkpoint, ``generate`` loads it in its worker and
+    adds its episodes (seeds apart from the scripted ones) after the scripted ones."""
+    from app.config import DEFAULT_MODEL_PATH
+    from app.sim.datagen import POLICY, generate
+    cfg = DataConfig(episodes_per_task=0, steer_episodes=1, max_steps=4, record_prob=1.0, workers=1,
+                     policy=str(DEFAULT_MODEL_PATH), policy_episodes=2, policy_steps=3)
+    plan = episode_plan(cfg)
+    assert [e for _, _, e in plan[-2:]] == [POLICY, POLICY] and len({s for s, _, _ in plan}) == len(plan)
+    assert max(s for s, _, _ in plan) < 100_000
+    recs = generate(cfg)
+    by_episode = [[r for r in recs if r.episode == e] for e in range(3)]
+    assert len(by_episode[0]) == 4 and all(0 < len(rs) <= 3 for rs in by_episode[1:])
+    assert {r.task for rs in by_episode[1:] for r in rs} <= set(TASKS) and all(
+        r.own_trace.shape[1] == 2 for rs in by_episode[1:] for r in rs)

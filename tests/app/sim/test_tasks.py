@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from app.sim import scene
-from app.sim.tasks import TASKS, get_task, resample_path, run_expert, width_across_fingers
+from app.sim.tasks import (TASKS, Expert, StateExpert, get_task, resample_path, run_expert,
+                           width_across_fingers)
 
 PICKS = [f"pick_{name}" for name in scene.OBJECTS]
 
@@ -151,3 +152,66 @@ def test_pick_expert_turns_the_block_when_it_does_not_fit(cell):
     assert width_across_fingers(block, hand + worst - yaw) == pytest.approx(0.04)
     cell.object_yaw = lambda name: hand + 0.05                  # nearly square to the fingers: keep
     assert expert._grasp_yaw("blue_block", hand) == hand
+
+
+def _drive_to(cell, goal: np.ndarray, gripper: float, steps: int = 25) -> None:
+    """Move the TCP toward ``goal`` at 3 cm a step with the fingers at ``gripper`` (an arbitrary state)."""
+    for _ in range(steps):
+        d = goal - cell.ee_pose().position
+        n = float(np.linalg.norm(d))
+        cell.step(np.concatenate([d if n < 0.03 else d * 0.03 / n, [0, 0, 0], [gripper]]))
+
+
+@pytest.mark.parametrize("task", PICKS)
+def test_state_expert_labels_the_scripted_path_as_the_script_does(cell, task):
+    """On the scripted expert's own rollout the state-based labels are the script's, except while the
+    fingers close: the script waits a fixed 1 + 4 steps there, the state expert closes at the grasp point
+    and lifts as soon as both pads hold the object (at most 6 steps differ)."""
+    for seed in range(3):
+        cell.reset(seed, task)
+        script = Expert(TASKS[task], cell)
+        differ = []
+        for k in range(80):
+            a, b = script.act(), StateExpert(TASKS[task], cell).act()
+            if a.done:
+                break
+            if not (np.allclose(a.action[:3], b.action[:3], atol=2e-3) and a.action[6] == b.action[6]):
+                differ.append((k, script.index))
+            cell.step(a.action)
+        assert len(differ) <= 6 and all(index in (1, 2) for _, index in differ), (seed, differ)
+
+
+@pytest.mark.parametrize("task", PICKS)
+def test_state_expert_picks_from_states_the_script_never_reaches(cell, task):
+    """Beside, above or low near the object, fingers open or closed on nothing: it still picks, 5 of 5."""
+    rng = np.random.default_rng(list(TASKS).index(task))
+    for seed in range(5):
+        cell.reset(100 + seed, task)
+        obj = cell.object_position(TASKS[task].target)
+        _drive_to(cell, obj + [rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), rng.uniform(0.0, 0.1)],
+                  gripper=float(seed % 2))
+        for _ in range(80):
+            step = StateExpert(TASKS[task], cell).act()
+            if step.done:
+                break
+            cell.step(step.action)
+        assert step.done and cell.success(), (task, seed)
+
+
+def test_state_expert_reads_the_phase_from_the_cell(cell):
+    task = TASKS["pick_red_cube"]
+    cell.reset(3, task)
+    obj = cell.object_position("red_cube")
+    _drive_to(cell, obj + [0.06, 0.0, 0.02], gripper=1.0)          # closed on nothing, beside the cube
+    step = StateExpert(task, cell).act()
+    assert step.action[6] == 0.0 and step.action[2] > 0.01          # open, and rise to the approach point
+    assert len(step.trace) >= 2
+    cell.reset(3, task)
+    run_expert(cell)                                                 # the script lifts it: holding
+    s = StateExpert(task, cell)
+    assert s.holding() and s.act().done
+    cell.step([0.0, 0.0, -0.03, 0, 0, 0, 1.0])                       # lowered while holding: lift again
+    lift = StateExpert(task, cell).act()
+    assert lift.action[6] == 1.0 and lift.action[2] > 0.0 and not lift.done
+    with pytest.raises(ValueError, match="pick"):
+        StateExpert(TASKS["push_blue_block_left"], cell).act()

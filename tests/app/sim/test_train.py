@@ -477,3 +477,19 @@ def test_the_wrist_image_reaches_the_loss_and_its_probe_skips_what_it_does_not_s
     located[:, 0] = torch.tensor([40.0, 200.0])
     _, error = wrist_probe.loss(feats, located)
     assert torch.isfinite(error).all() and float(error[1:].abs().sum()) == 0.0
+
+
+def test_the_data_cache_key_follows_the_policys_weights_not_its_path(tmp_path):
+    """DAgger data depends on what the driving checkpoint does: a copy of it reuses the cache, other
+    weights do not."""
+    import shutil
+    from app.sim.train import policy_digest
+    from tests.checkpoints import TINY_MODEL
+    shutil.copytree(TINY_MODEL, tmp_path / "a")
+    shutil.copytree(TINY_MODEL, tmp_path / "b")
+    assert policy_digest(tmp_path / "a") == policy_digest(tmp_path / "b") == policy_digest(TINY_MODEL)
+    f = sorted((tmp_path / "b").glob("*.safetensors"))[0]
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 1
+    f.write_bytes(bytes(data))
+    assert policy_digest(tmp_path / "b") != policy_digest(tmp_path / "a")
