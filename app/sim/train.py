@@ -619,12 +619,12 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     torch.manual_seed(cfg.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    base = continued_from(cfg, out_dir, log) if cfg.init_from is not None else None   # refused before the data
     data_cfg = replace(cfg.data, seed=cfg.seed, image_side=IMAGE_SIDE, progress=True)
     records = _cached_records(data_cfg, data_cache, log)
     t_data = time.perf_counter() - t0
     log(f"{len(records)} steps from {records[-1].episode + 1} episodes in {t_data:.0f} s")
 
-    base = continued_from(cfg, log) if cfg.init_from is not None else None
     inv = np.stack([r.inv_depth for r in records])
     rng = np.random.default_rng(cfg.seed)
     vq_sample, vq_cfg = inv[rng.permutation(len(inv))[:4000]], replace(cfg.vq, seed=cfg.seed)
@@ -782,8 +782,10 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     return summary
 
 
-def continued_from(cfg: TrainConfig, log=print) -> LoadedCheckpoint:
+def continued_from(cfg: TrainConfig, out_dir: Path, log=print) -> LoadedCheckpoint:
     """The checkpoint ``cfg.init_from`` (fp32 on the CPU), checked to be one this pipeline can continue."""
+    if Path(cfg.init_from).resolve() == out_dir.resolve():
+        raise ValueError(f"--out {out_dir} is the checkpoint being continued: write the new one elsewhere")
     base = load_checkpoint(cfg.init_from, device="cpu", dtype=torch.float32)
     if base.depth_decoder is None:
         raise ValueError(f"{cfg.init_from}: no depth decoder, so its depth codes cannot be reproduced")

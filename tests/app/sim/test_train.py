@@ -322,6 +322,10 @@ def test_a_continued_checkpoint_keeps_its_tokenizer_norm_stats_and_depth_decoder
         train(replace(cont, data=replace(other_data, wrist=True)), tmp_path / "wrist", log=lambda m: None)
     with pytest.raises(ValueError, match="model config"):
         train(replace(cont, shape=replace(SMALL, llm_layers=2)), tmp_path / "deeper", log=lambda m: None)
+    before = {f.name: f.read_bytes() for f in (tmp_path / "base").iterdir()}
+    with pytest.raises(ValueError, match="elsewhere"):
+        train(cont, tmp_path / "base", log=lambda m: None)
+    assert {f.name: f.read_bytes() for f in (tmp_path / "base").iterdir()} == before
 
 
 @pytest.mark.slow
