@@ -37,6 +37,7 @@ import numpy as np
 
 from app.sim import scene
 from app.sim.tasks import TASKS, Expert, StateExpert, Task
+from model.decoder import NonFiniteLogitsError
 
 FRONT_SIZE = (640, 480)          # the session's default front camera
 WRIST_SIZE = (320, 240)          # the session's default wrist camera (``SimConfig.wrist_size``)
@@ -178,7 +179,7 @@ def run_policy_episode(cell, seed: int, task_name: str, cfg: DataConfig, episode
             break
         try:
             action = policy.act(cell, task.instruction)
-        except ValueError:               # a malformed answer: the states so far are still labelled data
+        except (ValueError, NonFiniteLogitsError):   # a malformed answer: the states so far are still data
             break
         if not np.all(np.isfinite(action)):
             break
@@ -321,5 +322,4 @@ def generate(cfg: DataConfig) -> list[StepRecord]:
 
 
 __all__ = ["DataConfig", "StepRecord", "generate", "run_episode", "run_policy_episode", "ModelPolicy", "episode_plan",
-           "model_pixels",
-           "drawn_pixels", "inverse_depth", "in_view", "PICK_TASKS", "WRIST_SIZE"]
+           "model_pixels", "drawn_pixels", "inverse_depth", "in_view", "PICK_TASKS", "WRIST_SIZE"]

@@ -183,3 +183,26 @@ def test_the_bundled_model_drives_policy_episodes_in_the_generated_data():
     assert len(by_episode[0]) == 4 and all(0 < len(rs) <= 3 for rs in by_episode[1:])
     assert {r.task for rs in by_episode[1:] for r in rs} <= set(TASKS) and all(
         r.own_trace.shape[1] == 2 for rs in by_episode[1:] for r in rs)
+
+
+class MalformedPolicy:
+    """A checkpoint whose answer cannot be parsed (the decoder raises a ValueError subclass)."""
+
+    def act(self, cell, instruction: str) -> np.ndarray:
+        from model.grammar import AnswerParseError
+        raise AnswerParseError("no action in the answer")
+
+
+class NaNPolicy:
+    def act(self, cell, instruction: str) -> np.ndarray:
+        return np.full(7, np.nan)
+
+
+@pytest.mark.parametrize("policy", [MalformedPolicy(), NaNPolicy()])
+def test_a_policy_episode_ends_on_an_answer_it_cannot_act_on_and_keeps_what_it_labelled(front_cell, policy):
+    from app.sim.datagen import run_policy_episode
+    front_cell.reset(21, "pick_blue_block")
+    start = front_cell.ee_pose().position
+    recs = run_policy_episode(front_cell, 21, "pick_blue_block", DataConfig(record_prob=1.0), 0, policy)
+    assert len(recs) == 1 and np.all(np.isfinite(recs[0].own_action))
+    np.testing.assert_allclose(front_cell.ee_pose().position, start, atol=1e-3)    # nothing was sent
