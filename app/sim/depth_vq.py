@@ -88,6 +88,17 @@ class DepthVQVAE(nn.Module):
         return dec.eval()
 
 
+def _step(model: DepthVQVAE, opt: torch.optim.Optimizer, x: torch.Tensor
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step on reconstruction (L1) + the VQ losses: (L1, codes, VQ loss)."""
+    recon, codes, vq_loss = model(x)
+    rec = F.l1_loss(recon, x)
+    opt.zero_grad(set_to_none=True)
+    (rec + vq_loss).backward()
+    opt.step()
+    return rec, codes, vq_loss
+
+
 def train_depth_vqvae(inv_depths: np.ndarray, cfg: VQTrainConfig = VQTrainConfig(),
                       log=print, device: torch.device | str = "cpu") -> DepthVQVAE:
     """inv_depths: [N, 80, 80] (1/m). Returns the trained VQ-VAE (eval mode, on the CPU). The batches are
@@ -103,14 +114,8 @@ def train_depth_vqvae(inv_depths: np.ndarray, cfg: VQTrainConfig = VQTrainConfig
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     usage = torch.zeros(model.cfg.num_tokens, device=device)
     for step in range(cfg.steps):
-        idx = torch.randint(len(data), (cfg.batch,), generator=g)
-        x = data[idx].to(device)
-        recon, codes, vq_loss = model(x)
-        rec = F.l1_loss(recon, x)
-        loss = rec + vq_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        x = data[torch.randint(len(data), (cfg.batch,), generator=g)].to(device)
+        rec, codes, vq_loss = _step(model, opt, x)
         usage += torch.bincount(codes.flatten(), minlength=model.cfg.num_tokens).float()
         if (step + 1) % 25 == 0:
             with torch.no_grad():                # re-seed codes unused over the last 25 steps
@@ -150,12 +155,7 @@ def fit_encoder(decoder: DepthDecoder, inv_depths: np.ndarray, cfg: VQTrainConfi
     opt = torch.optim.Adam(model.encoder.parameters(), lr=cfg.lr)
     for step in range(cfg.steps):
         x = data[torch.randint(len(data), (cfg.batch,), generator=g)].to(device)
-        recon, codes, vq_loss = model(x)
-        rec = F.l1_loss(recon, x)
-        loss = rec + vq_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        rec, codes, vq_loss = _step(model, opt, x)
         if (step + 1) % 100 == 0:
             log(f"encoder fit step {step + 1}: l1 {rec.item():.4f} commitment {vq_loss.item():.4f} "
                 f"codes used {len(torch.unique(codes))}/{model.cfg.num_tokens}")
