@@ -731,12 +731,11 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
         return loss, info
 
     def named_of(net, aux: dict):
-        return list(net.named_parameters()) + [p for head in aux.values() if head is not None
-                                               for p in head.named_parameters()]
+        return list(net.named_parameters()) + head_parameters(aux)
 
     if base is not None and cfg.head_warmup > 0:
         fit_heads(model, heads, batch_stream(np.random.default_rng(cfg.seed + 98), np.zeros(0, np.int64),
-                                             cfg.head_warmup), make_optimizer, train_step, named_of, cfg.lr, log)
+                                             cfg.head_warmup), make_optimizer, train_step, cfg.lr, log)
     steps = cfg.steps
     if cfg.train_seconds:
         steps = calibrate_steps(cfg, model, heads, batch_stream, make_optimizer, train_step, named_of, log)
@@ -805,12 +804,15 @@ def check_continuable(base: LoadedCheckpoint, out_dir: Path, mcfg: MolmoActConfi
         raise ValueError(f"{base.path}: its cameras are {list(base.cameras)}, this run's {list(cameras)}")
 
 
-def fit_heads(model: MolmoAct, heads: dict, batches, make_optimizer, train_step, named_of, lr: float,
-              log=print) -> None:
+def head_parameters(heads: dict) -> list[tuple[str, nn.Parameter]]:
+    """The named parameters of the training-only heads that are in use (``None``: not used)."""
+    return [p for head in heads.values() if head is not None for p in head.named_parameters()]
+
+
+def fit_heads(model: MolmoAct, heads: dict, batches, make_optimizer, train_step, lr: float, log=print) -> None:
     """Fit the training-only heads (not saved with a checkpoint, so new when continuing one) with the
     model frozen, so their first, random-head gradients do not reach its trained weights."""
-    named = named_of(model, heads)
-    head_named = [(n, p) for n, p in named if not any(p is q for q in model.parameters())]
+    head_named = head_parameters(heads)
     if not head_named:
         return
     for p in model.parameters():
