@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -143,23 +144,32 @@ def episode_plan(cfg: DataConfig) -> list[tuple[int, str, str | None]]:
 
 
 class ModelPolicy:
-    """A checkpoint driving the cell as ``app.sim.eval`` does: ``reason()`` on its cameras every step, the
-    action through the sim arm's preset."""
+    """A checkpoint driving the sim cell, as ``app.sim.eval`` and the DAgger episodes both run it:
+    ``reason()`` on its cameras every step, the action through the sim arm's preset."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
         from app.devices.action_adapter import ActionAdapter
         from model.checkpoint import load_checkpoint
         from model.decoder import MolmoActDecoder
-        ck = load_checkpoint(path)
-        self.decoder = MolmoActDecoder(ck)
-        self.cameras = ck.cameras
-        self.unnorm_key = sorted(ck.norm_stats)[0]
+        self.ckpt = load_checkpoint(path, device=device)
+        unknown = [c for c in self.ckpt.cameras if c not in ("front", "wrist")]
+        if unknown or self.ckpt.cameras[0] != "front":
+            raise ValueError(f"{path}: the sim cell has the cameras front (first) and wrist; the "
+                             f"checkpoint wants {list(self.ckpt.cameras)}")
+        self.decoder = MolmoActDecoder(self.ckpt)
+        self.unnorm_key = sorted(self.ckpt.norm_stats)[0]
         self.adapter = ActionAdapter.for_arm("sim", self.unnorm_key)
 
-    def act(self, cell, instruction: str) -> np.ndarray:
+    def observe(self, cell, instruction: str):
+        """(the observation of the checkpoint's cameras, the front camera's depth in metres)."""
         from model.reasoning import Observation
-        images = [cell.render("front", *FRONT_SIZE)[0]] + [cell.render(c, *WRIST_SIZE)[0] for c in self.cameras[1:]]
-        return self.adapter.map(self.decoder.reason(Observation(images, instruction, self.unnorm_key)).action)
+        rgb, depth, _ = cell.render("front", *FRONT_SIZE)
+        images = [rgb] + [cell.render(c, *WRIST_SIZE)[0] for c in self.ckpt.cameras[1:]]
+        return Observation(images, instruction, self.unnorm_key), depth
+
+    def act(self, cell, instruction: str) -> np.ndarray:
+        """The arm command for this state: ``reason()``'s action through the preset."""
+        return self.adapter.map(self.decoder.reason(self.observe(cell, instruction)[0]).action)
 
 
 def run_policy_episode(cell, seed: int, task_name: str, cfg: DataConfig, episode: int,

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from app.config import DEFAULT_MODEL_PATH
-from app.sim.datagen import FRONT_SIZE, PICK_TASKS, WRIST_SIZE, inverse_depth
+from app.sim.datagen import FRONT_SIZE, PICK_TASKS, WRIST_SIZE, ModelPolicy, inverse_depth
 from app.sim.tasks import TASKS, Expert, resample_path
 
 HELD_OUT_BASE = 5_000_000
@@ -93,29 +93,23 @@ def pick_other(task: str, seed: int) -> str:
 
 class Evaluator:
     def __init__(self, model_path: Path, device: str = "cpu") -> None:
-        from app.devices.action_adapter import ActionAdapter
         from app.sim.cell import SimCell, SimConfig
-        from model.checkpoint import load_checkpoint
-        from model.decoder import MolmoActDecoder
-        self.ckpt = load_checkpoint(model_path, device=device)
-        self.decoder = MolmoActDecoder(self.ckpt)
-        self.unnorm_key = sorted(self.ckpt.norm_stats)[0]
-        self.adapter = ActionAdapter.for_arm("sim", self.unnorm_key)
+        self.policy = ModelPolicy(model_path, device)
         self.cell = SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE))
-        unknown = [c for c in self.ckpt.cameras if c not in ("front", "wrist")]
-        if unknown or self.ckpt.cameras[0] != "front":
-            raise ValueError(f"{model_path}: the sim cell has the cameras front (first) and wrist; the "
-                             f"checkpoint wants {list(self.ckpt.cameras)}")
+
+    @property
+    def decoder(self):
+        return self.policy.decoder
+
+    @property
+    def adapter(self):
+        return self.policy.adapter
 
     def close(self) -> None:
         self.cell.close()
 
     def observe(self, instruction: str):
-        from model.reasoning import Observation
-        w, h = FRONT_SIZE
-        rgb, depth, _ = self.cell.render("front", w, h)
-        images = [rgb] + [self.cell.render(c, *WRIST_SIZE)[0] for c in self.ckpt.cameras[1:]]
-        return Observation(images, instruction, self.unnorm_key), depth
+        return self.policy.observe(self.cell, instruction)
 
     def send(self, action: np.ndarray) -> None:
         self.cell.step(self.adapter.map(action))

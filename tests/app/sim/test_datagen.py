@@ -206,3 +206,13 @@ def test_a_policy_episode_ends_on_an_answer_it_cannot_act_on_and_keeps_what_it_l
     recs = run_policy_episode(front_cell, 21, "pick_blue_block", DataConfig(record_prob=1.0), 0, policy)
     assert len(recs) == 1 and np.all(np.isfinite(recs[0].own_action))
     np.testing.assert_allclose(front_cell.ee_pose().position, start, atol=1e-3)    # nothing was sent
+
+
+@pytest.mark.parametrize("cameras", [["front", "top"], ["wrist", "front"]])
+def test_a_checkpoint_wanting_cameras_the_sim_cell_lacks_is_refused(tmp_path, cameras):
+    """The eval and the DAgger episodes feed the sim's front (first) and wrist cameras; anything else is a
+    clear error naming what the checkpoint wants, not a render of a camera that does not exist."""
+    from app.sim.datagen import ModelPolicy
+    from tests.checkpoints import tiny_with_cameras
+    with pytest.raises(ValueError, match="the sim cell has the cameras"):
+        ModelPolicy(tiny_with_cameras(tmp_path, cameras))
