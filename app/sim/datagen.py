@@ -13,7 +13,7 @@ VQ-VAE, and three (trace, action) labels:
 
 With ``wrist`` each record also holds the wrist camera's view, MolmoAct's second image
 (as in the reference's LIBERO setup: the trace is drawn and predicted on the first image only), and
-where the objects are in it. The front camera sees a 3 cm cube as a few of the model's pixels and
+where the objects are in it. The front camera sees a 5 cm cube as a few of the model's pixels and
 cannot tell "further away" from "higher"; the wrist view shows the fingers and the object together.
 
 Executed actions get noise (the labels never do) so the closed loop sees states off the expert's path.
