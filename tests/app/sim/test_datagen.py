@@ -193,12 +193,20 @@ class MalformedPolicy:
         raise AnswerParseError("no action in the answer")
 
 
+class NonFiniteLogitsPolicy:
+    """A checkpoint whose logits went NaN (the decoder raises a RuntimeError, not a ValueError)."""
+
+    def act(self, cell, instruction: str) -> np.ndarray:
+        from model.decoder import NonFiniteLogitsError
+        raise NonFiniteLogitsError("NaN logits at the first action token")
+
+
 class NaNPolicy:
     def act(self, cell, instruction: str) -> np.ndarray:
         return np.full(7, np.nan)
 
 
-@pytest.mark.parametrize("policy", [MalformedPolicy(), NaNPolicy()])
+@pytest.mark.parametrize("policy", [MalformedPolicy(), NonFiniteLogitsPolicy(), NaNPolicy()])
 def test_a_policy_episode_ends_on_an_answer_it_cannot_act_on_and_keeps_what_it_labelled(front_cell, policy):
     from app.sim.datagen import run_policy_episode
     front_cell.reset(21, "pick_blue_block")
