@@ -117,7 +117,8 @@ def _tiny_corpus() -> list[str]:
 
 
 def build_tiny_tokenizer(bpe_vocab: int = 512, embedding_size: int = 768, trained_vocab: int = 512,
-                         chat_specials: int = 2, corpus: list[str] | None = None) -> Tokenizer:
+                         chat_specials: int = 2, corpus: list[str] | None = None,
+                         whole_action_tokens: bool = False) -> Tokenizer:
     """Byte-level BPE + the MolmoAct added tokens, padded to ``embedding_size``.
 
     ``trained_vocab`` ids are learned on a small corpus; if ``bpe_vocab`` is larger the rest are inert
@@ -125,6 +126,12 @@ def build_tiny_tokenizer(bpe_vocab: int = 512, embedding_size: int = 768, traine
     random-weight benchmarks at the 7B shape without shipping Qwen's vocabulary (with
     ``chat_specials=21`` the depth tokens land at 151665.., as in MolmoAct-7B-D). ``corpus``: the lines the
     BPE merges are learned from (default: a small generic one).
+
+    ``whole_action_tokens``: each action id's string encodes to that one id (an added token that keeps
+    the filler's id). Without it a small BPE spells an action value in 2-5 pieces whose boundaries differ
+    from one bin to the next, so a model has to learn 256 unrelated spellings and a wrong first piece
+    lands far away; with it an action value is one choice among the 256 ids, as it is for a model that
+    emits the action ids themselves.
     """
     if trained_vocab < 256 + 64 or bpe_vocab < trained_vocab:
         raise TokenizerError("bpe_vocab must leave room for 256 action ids above the 256 byte tokens")
@@ -141,6 +148,10 @@ def build_tiny_tokenizer(bpe_vocab: int = 512, embedding_size: int = 768, traine
         raise TokenizerError(f"tiny BPE trained to {tok.get_vocab_size()} ids, wanted {trained_vocab}")
     if bpe_vocab > trained_vocab:
         tok = _with_fillers(tok, bpe_vocab)
+    if whole_action_tokens:
+        if bpe_vocab - trained_vocab < 256:
+            raise TokenizerError("whole_action_tokens needs the 256 action fillers (bpe_vocab >= trained_vocab + 256)")
+        tok.add_tokens([AddedToken(action_string(k), special=False, normalized=False) for k in range(256)])
     specials = list(CHAT_SPECIALS) + [f"<|reserved_special_{i}|>" for i in range(chat_specials - len(CHAT_SPECIALS))]
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (EOS, *specials)])
     tok.add_tokens([AddedToken(t, special=False, normalized=False)
@@ -167,6 +178,11 @@ def byte_level(text: str) -> str:
     return "".join(table[b] for b in text.encode("utf-8"))
 
 
+def action_string(k: int) -> str:
+    """The vocabulary string of action bin ``k`` (0..255): a CJK character in byte-level spelling."""
+    return byte_level(chr(0x4E00 + k))
+
+
 def _with_fillers(tok: Tokenizer, size: int, n_action: int = 256) -> Tokenizer:
     """Extend a trained BPE's vocabulary with entries no merge produces.
 
@@ -178,7 +194,7 @@ def _with_fillers(tok: Tokenizer, size: int, n_action: int = 256) -> Tokenizer:
     vocab = data["model"]["vocab"]
     for i in range(len(vocab), size):
         k = i - (size - n_action)
-        vocab[byte_level(chr(0x4E00 + k)) if k >= 0 else f"<filler_{i}>"] = i
+        vocab[action_string(k) if k >= 0 else f"<filler_{i}>"] = i
     return Tokenizer.from_str(json.dumps(data))
 
 

@@ -86,8 +86,12 @@ SHARED_BAG = ROOT.parent / "shared" / "data" / "realsense" / "single_depth_color
 
 @pytest.mark.skipif(not SHARED_BAG.is_file(), reason="the shared D435 recording is not beside the repo")
 def test_headless_on_a_real_d435_recording(capsys):
+    # the bundled sim model takes a wrist image too: with one recording, a clear refusal naming the flag
     assert main.main(["--headless", "--steps", "1", "--camera.type", "recording",
-                      "--camera.path", str(SHARED_BAG)]) == 0
+                      "--camera.path", str(SHARED_BAG)]) == 2
+    assert "--camera.wrist_path" in capsys.readouterr().err
+    assert main.main(["--headless", "--steps", "1", "--camera.type", "recording", "--camera.path", str(SHARED_BAG),
+                      "--model.path", str(ROOT / "assets" / "tiny-molmoact")]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["camera"] == "728612070259" and rec["arm"] is None and rec["sent"] is None
 

@@ -22,8 +22,9 @@ centimetres beside the object and closes there (``BesideExpert``), labelled all 
 expert would do from each state, and then the expert takes over from the failed grasp: the model sees
 what to do after a miss (open, rise, come down again) rather than only states of grasps that worked.
 With ``policy`` (DAgger) a checkpoint drives ``policy_episodes`` more pick episodes, as the eval's
-closed loop does, and every recorded state gets ``StateExpert``'s label: what to do from the states
-the model itself reaches, which the scripted episodes never visit.
+closed loop does, and every recorded state gets ``StateExpert``'s label (``ServoPickExpert``'s with
+``expert="servo"``): what to do from the states the model itself reaches, which the scripted episodes
+never visit. ``expert="servo"`` makes ``ServoPickExpert`` the pick expert of every episode.
 Deterministic from the seed (and the policy's weights); workers are independent processes, each with
 its own cell.
 """
@@ -37,7 +38,7 @@ import cv2
 import numpy as np
 
 from app.sim import scene
-from app.sim.tasks import TASKS, Expert, StateExpert, Task
+from app.sim.tasks import TASKS, Expert, ServoPickExpert, StateExpert, Task
 from model.decoder import NonFiniteLogitsError
 
 FRONT_SIZE = (640, 480)          # the session's default front camera
@@ -69,6 +70,7 @@ class DataConfig:
     policy: str | None = None        # a checkpoint that drives ``policy_episodes`` pick episodes (DAgger)
     policy_episodes: int = 0
     policy_steps: int = 60           # the eval's pick budget
+    expert: str = "script"           # the pick expert: "script" (waypoints) or "servo" (ServoPickExpert)
     workers: int = 2
     progress: bool = False
 
@@ -159,6 +161,8 @@ class ModelPolicy:
         self.decoder = MolmoActDecoder(self.ckpt)
         self.unnorm_key = sorted(self.ckpt.norm_stats)[0]
         self.adapter = ActionAdapter.for_arm("sim", self.unnorm_key)
+        # the expert it learned from (app.sim.train records it; older checkpoints: the waypoint script)
+        self.expert = (self.ckpt.training or {}).get("expert", "script")
 
     def observe(self, cell, instruction: str):
         """(the observation of the checkpoint's cameras, the front camera's depth in metres)."""
@@ -174,15 +178,15 @@ class ModelPolicy:
 
 def run_policy_episode(cell, seed: int, task_name: str, cfg: DataConfig, episode: int,
                        policy: ModelPolicy) -> list[StepRecord]:
-    """DAgger: the checkpoint acts, and every recorded state is labelled by ``StateExpert`` (what to do
-    from here), so the model learns what to do in the states *it* reaches: beside the object, closed on
+    """DAgger: the checkpoint acts, and every recorded state is labelled by ``StateExpert`` or
+    ``ServoPickExpert`` (what to do from here), so the model learns what to do in the states *it* reaches: beside the object, closed on
     nothing, too high. Ends when the object is lifted, or when the model's answer cannot be acted on."""
     rng = np.random.default_rng(seed + 7)
     task = TASKS[task_name]
     cell.reset(seed, task)
     records: list[StepRecord] = []
     for _ in range(cfg.policy_steps):
-        label = StateExpert(task, cell).act()
+        label = (ServoPickExpert if cfg.expert == "servo" else StateExpert)(task, cell).act()
         if rng.random() < cfg.record_prob:
             records.append(_record(cell, task, None, label, cfg, episode, rng))
         if label.done or task.success(cell):
@@ -204,7 +208,7 @@ def run_episode(cell, seed: int, task_name: str, executed: str | None, cfg: Data
     rng = np.random.default_rng(seed + 7)
     task = TASKS[task_name]
     cell.reset(seed, task)
-    policy = Expert(TASKS[executed], cell) if executed else task.make_expert(cell)
+    policy = (TASKS[executed] if executed else task).make_expert(cell, cfg.expert)
     noise = cfg.noise_m if rng.random() < 0.5 else 0.0
     beside = None
     if cfg.miss_prob > 0 and not executed and task.kind != "push" and rng.random() < cfg.miss_prob:
@@ -216,9 +220,9 @@ def run_episode(cell, seed: int, task_name: str, executed: str | None, cfg: Data
         if beside is not None:
             missed = beside.act()
             if missed.done or k >= MISS_MAX_STEPS:   # closed beside the object: the expert takes over
-                beside, policy = None, task.make_expert(cell)
+                beside, policy = None, task.make_expert(cell, cfg.expert)
             else:
-                step = Expert(task, cell).act()     # the label: the expert planned from this state
+                step = task.make_expert(cell, cfg.expert).act()     # the label: the expert planned from here
                 if rng.random() < cfg.record_prob:
                     records.append(_record(cell, task, executed, step, cfg, episode, rng))
                 cell.step(missed.action)
@@ -250,7 +254,7 @@ def _record(cell, task: Task, executed: str | None, step, cfg: DataConfig, episo
     rgb, depth, _ = cell.render("front", w, h)
     alt_trace = alt_action = None
     if rng.random() < cfg.alt_prob:
-        alt = Expert(_other_pick(TASKS[executed] if executed else task, rng), cell).act()
+        alt = _other_pick(TASKS[executed] if executed else task, rng).make_expert(cell, cfg.expert).act()
         alt_trace, alt_action = alt.trace, alt.action
     drawn_kind = "alt" if (alt_trace is not None and not executed and rng.random() < 0.5) else "own"
     drawn_trace = alt_trace if drawn_kind == "alt" else step.trace
@@ -294,6 +298,8 @@ def _execute(cell, policy: Expert, step, noise: float, rng: np.random.Generator)
 def _in_transit(policy: Expert) -> bool:
     """Far from the current waypoint: noise there shows the model off-path states, while near waypoints
     (grasp, release) the expert must be able to settle within its tolerance and go on."""
+    if isinstance(policy, ServoPickExpert):
+        return policy.in_transit()
     if policy.done or not policy.waypoints:
         return False
     wp = policy.waypoints[policy.index]

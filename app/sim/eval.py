@@ -4,14 +4,15 @@
 
 On held-out seeds (never used by ``app.sim.train``, whose seeds are below 100 000 per data seed):
 * **success_rate**: the model alone (``reason()`` every step, its action sent) until the task's own
-  success check passes or the step budget runs out; per task in ``per_task``.
-* **trace_error_px**: along those rollouts, the predicted trace against the scripted expert's trace
-  at the same state, both resampled to 5 points by arc length, mean distance in pixels of the
-  640x480 front image. ``first_point_error_px``: the first waypoint against the projected TCP.
+  success check passes, the step budget runs out or the object is knocked off the table (a failure);
+  per task in ``per_task``.
+* **trace_error_px**: along those rollouts, the predicted trace against the expert's trace at the same
+  state (the expert the checkpoint learned from, as its ``config.json`` says), both resampled to 5
+  points by arc length, mean distance in pixels of the 640x480 front image. ``first_point_error_px``: the first waypoint against the projected TCP.
 * **depth_abs_rel**: the decoded depth map (inverse depth, 1/m) against the simulator's depth on the
   same 80x80 grid, mean |d_pred - d| / d over pixels within 3 m (the cell; the far backdrop is left out).
 * **steering_compliance_text / _visual**: pick tasks only; every step the operator's trace is the one
-  the scripted expert would draw to pick *another* object B (as if the operator dragged the trace onto
+  that expert would draw to pick *another* object B (as if the operator dragged the trace onto
   B and kept it there), decoded with ``steer_text`` (after ``reason()``) or ``steer_visual``; the
   fraction of episodes whose TCP ends within 3 cm (3-D) of B. ``_xy`` variants: horizontal distance.
 * **reason_ms / steer_text_ms / steer_visual_ms**: medians over every call.
@@ -32,13 +33,14 @@ import numpy as np
 
 from app.config import DEFAULT_MODEL_PATH
 from app.sim.datagen import FRONT_SIZE, PICK_TASKS, WRIST_SIZE, ModelPolicy, inverse_depth
-from app.sim.tasks import TASKS, Expert, resample_path
+from app.sim.tasks import TASKS, resample_path
 
 HELD_OUT_BASE = 5_000_000
 COMPLIANCE_M = 0.03
 DEPTH_MAX_M = 3.0
 MAX_STEPS = {"pick": 60, "place": 120, "push": 80}
 STEER_STEPS = 50
+OFF_TABLE_Z = -0.05                 # an object this far below the table top fell off it
 
 
 @dataclass
@@ -86,6 +88,12 @@ def depth_abs_rel(relative: np.ndarray, depth_m: np.ndarray) -> float:
     return float(np.mean(np.abs(pred - d) / d))
 
 
+def off_table(cell, name: str) -> bool:
+    """Knocked off the table: the task cannot succeed any more, and where the object ends up (on the
+    floor, or behind the front camera, where its projection is NaN) says nothing about the model."""
+    return bool(cell.object_position(name)[2] < OFF_TABLE_Z)
+
+
 def pick_other(task: str, seed: int) -> str:
     others = [n for n in PICK_TASKS if TASKS[n].target != TASKS[task].target]
     return others[seed % len(others)]
@@ -117,9 +125,11 @@ class Evaluator:
     def run_reason(self, task_name: str, seed: int) -> EpisodeResult:
         task, cell, w, h = TASKS[task_name], self.cell, *FRONT_SIZE
         cell.reset(seed, task)
-        shadow = Expert(task, cell)           # the expert's trace at each state the model reaches
+        shadow = task.make_expert(cell, self.policy.expert)    # its trace at each state the model reaches
         res = EpisodeResult(task_name, seed, "reason")
         for step in range(MAX_STEPS[task.kind]):
+            if off_table(cell, task.target):
+                break
             obs, depth = self.observe(task.instruction)
             r = self.decoder.reason(obs)
             res.reason_ms.append(r.timings_ms["total"])
@@ -140,7 +150,7 @@ class Evaluator:
         task, cell = TASKS[task_name], self.cell
         cell.reset(seed, task)
         target = TASKS[pick_other(task_name, seed)]
-        operator = Expert(target, cell)       # draws the trace onto B and keeps it there
+        operator = target.make_expert(cell, self.policy.expert)    # draws the trace onto B, keeps it there
         res = EpisodeResult(task_name, seed, mode, target=target.target)
         for step in range(STEER_STEPS):
             obs, _ = self.observe(task.instruction)

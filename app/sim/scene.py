@@ -37,8 +37,8 @@ TCP_IN_HAND = 0.1034                              # flange-to-fingertip-centre, 
 # --- cameras -----------------------------------------------------------------------------------
 D435_FX_640 = 615.0
 FOVY_DEG = math.degrees(2 * math.atan(240 / D435_FX_640))   # ~42.6°: fy = 615 at 640x480
-FRONT_CAM_POS = np.array([1.35, 0.0, 0.95])
-FRONT_CAM_TARGET = np.array([0.3, 0.0, 0.18])
+FRONT_CAM_POS = np.array([1.0, 0.0, 0.9])       # 53° down, 0.97 m from the work area's centre: a centimetre
+FRONT_CAM_TARGET = np.array([0.42, 0.0, 0.12])   # on the table is 5-6 px of 640x480 (the objects fill more of it)
 MAX_RENDER_SIZE = (1280, 960)                    # offscreen framebuffer (width, height)
 
 

@@ -28,6 +28,16 @@ REGION_X = (0.36, 0.62)
 REGION_Y = (-0.24, 0.24)
 DOWN = np.diag([1.0, -1.0, -1.0])        # TCP pointing down, hand x along world x (yaw 0)
 TRACE_POINTS = 5
+EXPERTS = ("script", "servo")             # Task.make_expert's kinds
+FUNNEL_HEIGHT_M = 0.12   # ServoPickExpert: how high above the grasp point it travels while far from the object
+FUNNEL_START_M = 0.04    # ... the horizontal distance from the object where its descent begins
+FUNNEL_END_M = 0.005     # ... and where the descent reaches the grasp height
+CLOSE_M = 0.008          # ... this close to the grasp point (xy and z), it closes the fingers
+DESCENT_SPEED_M = 0.025  # ... metres per step within FUNNEL_START_M
+LIFT_SPEED_M = 0.03
+EMPTY_CLOSED = 0.8       # gripper_measured above this: the fingers met each other, nothing between them
+LIFT_HEIGHT_M = 0.15     # above the grasp point: lifted, done (the waypoint script's height too)
+
 
 Layout = dict[str, tuple[float, float, float]]   # name -> (x, y, yaw)
 
@@ -101,8 +111,12 @@ class Task:
         held = any(cell.touching(pad, self.target) for pad in scene.PAD_GEOMS)
         return bool(inside and low and not held)
 
-    def make_expert(self, cell: "SimCell") -> "Expert":
-        return Expert(self, cell)
+    def make_expert(self, cell: "SimCell", kind: str = "script") -> "Expert":
+        """The waypoint script; with ``kind="servo"`` a pick task gets ``ServoPickExpert`` (a law of the
+        state) instead (place and push keep the script)."""
+        if kind not in EXPERTS:
+            raise ValueError(f"unknown expert {kind!r}; known: {', '.join(EXPERTS)}")
+        return ServoPickExpert(self, cell) if kind == "servo" and self.kind == "pick" else Expert(self, cell)
 
 
 def _task_list() -> list[Task]:
@@ -195,7 +209,7 @@ class Expert:
         grasp_z = max(scene.OBJECTS[t.target].half_height, 0.02)
         above = np.array([obj[0], obj[1], grasp_z + 0.12])
         grasp = np.array([obj[0], obj[1], grasp_z])
-        lifted = np.array([obj[0], obj[1], grasp_z + 0.15])
+        lifted = np.array([obj[0], obj[1], grasp_z + LIFT_HEIGHT_M])
         pick = [
             Waypoint(above, yaw, 0.0, tolerance=0.006),
             Waypoint(grasp, yaw, 0.0, speed=0.025, tolerance=0.003, dwell=1),
@@ -325,6 +339,112 @@ def replace_position(wp: Waypoint, position: np.ndarray) -> Waypoint:
     return Waypoint(position, wp.yaw, wp.gripper, wp.speed, wp.tolerance, wp.dwell)
 
 
+@dataclass
+class ServoPickExpert(Expert):
+    """The pick task as a law of the state at every step, with no phases to tick off.
+
+    Every step it moves toward the object's grasp point along a funnel: its height above the grasp
+    point is a function of the horizontal distance to the object (``FUNNEL_HEIGHT_M`` from
+    ``FUNNEL_START_M`` out, the grasp height at ``FUNNEL_END_M``), and the horizontal part of its
+    action always closes the remaining horizontal error.
+
+    Why: the waypoint script goes above the object, then straight down with no horizontal motion once
+    within 6 mm. A model that sees the cell through a few pixels per centimetre cannot tell 6 mm from
+    4 cm. It learned to switch to the straight descent too early, and a descent has no horizontal
+    correction to learn from, so it stopped 3-4 cm beside the object with its fingers on top of it
+    (2026-12-05 rollouts of the bundled model). Here the action is always the error that remains, so
+    an early guess of the phase still moves toward the object, and every state, the model's own
+    included, has a label that corrects it.
+
+    Holding the object: lift it. At the grasp point: close. Fingers closed on nothing: open and rise.
+    """
+    _yaw: float | None = None
+
+    def _grasp_z(self) -> float:
+        return max(scene.OBJECTS[self.task.target].half_height, 0.02)
+
+    def funnel_target(self, p: np.ndarray, obj: np.ndarray) -> np.ndarray:
+        e = float(np.hypot(*(p[:2] - obj[:2])))
+        frac = float(np.clip((e - FUNNEL_END_M) / (FUNNEL_START_M - FUNNEL_END_M), 0.0, 1.0))
+        return np.array([obj[0], obj[1], self._grasp_z() + FUNNEL_HEIGHT_M * frac])
+
+    def _speed(self, p: np.ndarray, obj: np.ndarray) -> float:
+        return Waypoint.speed if np.hypot(*(p[:2] - obj[:2])) > FUNNEL_START_M else DESCENT_SPEED_M
+
+    def at_grasp(self, p: np.ndarray, obj: np.ndarray) -> bool:
+        return bool(np.hypot(*(p[:2] - obj[:2])) <= CLOSE_M and abs(p[2] - self._grasp_z()) <= CLOSE_M)
+
+    def holding(self) -> bool:
+        """Both finger pads on the object with the fingers commanded closed."""
+        return self.cell.gripper_command > 0.5 and all(self.cell.touching(pad, self.task.target)
+                                                       for pad in scene.PAD_GEOMS)
+
+    def phase(self) -> str:
+        """'lift' | 'close' | 'open' | 'approach', read from the cell."""
+        cell, p = self.cell, self.cell.ee_pose().position
+        if self.holding():
+            return "lift"
+        closed = cell.gripper_command > 0.5 or cell.gripper_measured > 0.5
+        if self.at_grasp(p, cell.object_position(self.task.target)) and cell.gripper_measured < EMPTY_CLOSED:
+            return "close"
+        return "open" if closed else "approach"
+
+    @property
+    def done(self) -> bool:
+        return self.holding() and self.cell.ee_pose().position[2] >= self._grasp_z() + LIFT_HEIGHT_M - 0.01
+
+    def in_transit(self) -> bool:
+        """Away from the grasp: where executed-action noise shows the model states off the path."""
+        p, obj = self.cell.ee_pose().position, self.cell.object_position(self.task.target)
+        near = np.hypot(*(p[:2] - obj[:2])) < 0.02 and p[2] < self._grasp_z() + 0.04
+        return not near and not self.holding()
+
+    def act(self) -> ExpertStep:
+        cell, pose = self.cell, self.cell.ee_pose()
+        p, obj = pose.position, cell.object_position(self.task.target)
+        if self._yaw is None:
+            self._yaw = self._grasp_yaw(self.task.target, _yaw_of(pose.rotation))
+        lift_z = self._grasp_z() + LIFT_HEIGHT_M
+        phase = self.phase()
+        if phase == "lift":
+            path = [p, np.array([p[0], p[1], lift_z])]
+            wp = Waypoint(path[1], self._yaw, 1.0, speed=LIFT_SPEED_M)
+        elif phase == "close":
+            path = [p, np.array([obj[0], obj[1], lift_z])]
+            wp = Waypoint(p, self._yaw, 1.0)
+        elif phase == "open":
+            up = p + np.array([0.0, 0.0, 0.02])
+            path = [p, *self.funnel_path(up, obj), np.array([obj[0], obj[1], lift_z])]
+            wp = Waypoint(up, self._yaw, 0.0)
+        else:
+            path = [p, *self.funnel_path(p, obj)[1:], np.array([obj[0], obj[1], lift_z])]
+            wp = Waypoint(self.funnel_target(p, obj), self._yaw, 0.0, speed=self._speed(p, obj))
+        if self.done:
+            action = np.zeros(7)
+            action[6] = 1.0
+        else:
+            action = self._toward(wp, pose)
+        return ExpertStep(action, self._project(np.array(path)), self.done, 0)
+
+    def funnel_path(self, p: np.ndarray, obj: np.ndarray, max_steps: int = 40) -> list[np.ndarray]:
+        """Where the law would take the TCP from ``p`` (no physics): p, ..., the grasp point."""
+        pts = [np.asarray(p, float)]
+        for _ in range(max_steps):
+            q = pts[-1]
+            if self.at_grasp(q, obj):
+                break
+            err = self.funnel_target(q, obj) - q
+            speed = self._speed(q, obj)
+            dist = float(np.linalg.norm(err))
+            pts.append(q + (err if dist <= speed else err * (speed / dist)))
+        return pts
+
+    def _project(self, path: np.ndarray, n: int = TRACE_POINTS) -> np.ndarray:
+        pts = resample_path(path, n)
+        w, h = self.cell.config.front_size
+        return self.cell.to_model_space(self.cell.project(pts, w, h), w, h)
+
+
 def width_across_fingers(half_size: tuple[float, ...], relative_yaw: float) -> float:
     """A box's extent along the hand's y axis (the fingers' closing axis) when the box is turned
     ``relative_yaw`` from the hand."""
@@ -350,9 +470,9 @@ def _yaw_of(rot: np.ndarray) -> float:
 
 
 def run_expert(cell: "SimCell", max_steps: int = 150,
-               on_step: Callable[[ExpertStep], None] | None = None) -> bool:
+               on_step: Callable[[ExpertStep], None] | None = None, kind: str = "script") -> bool:
     """Roll the task's expert out on ``cell`` until it is done; return the task's success."""
-    expert = cell.task.make_expert(cell)
+    expert = cell.task.make_expert(cell, kind)
     for _ in range(max_steps):
         step = expert.act()
         if on_step is not None:

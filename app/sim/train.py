@@ -14,8 +14,10 @@ Samples per recorded step (the reference trains half its data trajectory-conditi
 * ``visual``: trajectory-conditioned prompt, the trace drawn on the image as ``steer_visual`` draws it,
   answer = the action that follows the drawn trace.
 
-With ``--wrist`` every sample has two images, front then wrist, with the
-reference's multi-image prompts; the trace, the look-up supervision and the pointer stay on the first.
+The command's defaults are the bundled checkpoint's recipe: ``--wrist`` (every sample has two images,
+front then wrist, with the reference's multi-image prompts; the trace, the look-up supervision and the
+pointer stay on the first), ``--expert servo`` (``ServoPickExpert`` for the pick tasks) and
+``--whole-action-tokens``. ``--no-wrist --expert script --no-whole-action-tokens`` is the earlier recipe.
 
 ``--init-from DIR`` continues a checkpoint this pipeline wrote (for example a GPU run, continued on the
 CPU or on other data) instead of starting from scratch: its weights, tokenizer and action normalization
@@ -40,7 +42,7 @@ from torch import nn
 
 from app.sim.datagen import LOCATED, DataConfig, StepRecord, generate
 from app.sim.depth_vq import VQTrainConfig, encode_all, fit_encoder, train_depth_vqvae
-from app.sim.tasks import TASKS
+from app.sim.tasks import EXPERTS, TASKS
 from model.actions import ActionStats, ActionTokenizer, encode_actions
 from model.checkpoint import DEPTH_FILES, LoadedCheckpoint, init_random_, load_checkpoint, preprocessor_config_dict, \
     save_weights
@@ -52,8 +54,9 @@ from model.processor import MolmoActProcessor, PROMPTS, chat_text, reasoning_pro
 from model.tokenizer import MolmoActTokenizer, build_tiny_tokenizer, save_tokenizer
 
 UNNORM_KEY = "sim"                 # the action adapter's preset for the simulated cell
-IMAGE_SIDE = 168                   # 12x12 patches of 14 px → 6x6 pooled image tokens
-TOKEN_GRID = IMAGE_SIDE // 28      # pooled image tokens per side (2x2 pooling of 14 px patches)
+IMAGE_SIDE = 168                   # 12x12 patches of 14 px
+IMAGE_POOLING = 2                  # 2x2 pooling of the 12x12 patches: 6x6 = 36 LLM image tokens per image
+TOKEN_GRID = IMAGE_SIDE // (14 * IMAGE_POOLING)   # image tokens per side
 VIT_RMS_MAX = 4.0
 SCALE_PENALTY = 0.1
 PROBE_WEIGHT = 0.5                 # the training-only location probe's loss (see LocationProbe)
@@ -106,6 +109,7 @@ class TrainConfig:
     train_seconds: float | None = None   # instead of ``steps``: as many steps as fit (see calibrate_steps)
     init_from: Path | None = None  # continue a checkpoint of this pipeline (see ``continued_from``)
     head_warmup: int = 200         # with ``init_from``: steps that fit the training-only heads alone first
+    whole_action_tokens: bool = False   # each action value one token (see build_tiny_tokenizer)
     log_every: int = 50
 
 
@@ -131,18 +135,19 @@ def model_config(shape: ModelShape, norm_stats: dict, image_patch_id: int) -> Mo
 def preprocessor_config() -> dict:
     """One stretched view of the image (no high-res tiling): the small model's whole visual input."""
     return {**preprocessor_config_dict(), "crop_mode": "resize", "max_crops": 1, "max_multi_image_crops": 1,
-            "base_image_input_size": [IMAGE_SIDE, IMAGE_SIDE]}
+            "base_image_input_size": [IMAGE_SIDE, IMAGE_SIDE],
+            "image_pooling_w": IMAGE_POOLING, "image_pooling_h": IMAGE_POOLING}
 
 
 def tokenizer_corpus(seed: int) -> list[str]:
     """Our prompts with every task's instruction, and answers as the model writes them."""
-    from model.tokenizer import byte_level     # how the action ids are spelled in answers
+    from model.tokenizer import action_string     # how the action ids are spelled in answers
     rng = random.Random(seed)
     lines = [chat_text(template.format(instruction=t.instruction))
              for t in TASKS.values() for template in PROMPTS.values()]
     for _ in range(200):
         pts = ",".join(f"[{rng.randint(0, 255)},{rng.randint(0, 255)}]" for _ in range(rng.randint(1, 5)))
-        acts = ", ".join(byte_level(chr(0x4E00 + rng.randint(0, 255))) for _ in range(7))
+        acts = ", ".join(action_string(rng.randint(0, 255)) for _ in range(7))
         lines.append(f" The depth map of the image is . The trajectory of the end effector is [{pts}]. Based on "
                      f"this information, the action that the robot should take is [{acts}].")
         lines.append(" Based on the image and the annotated trajectory of the end effector, the action that the "
@@ -637,7 +642,8 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     log(f"depth VQ-VAE trained in {t_vq:.0f} s; {len(np.unique(codes))} codes in use")
 
     tok = build_tiny_tokenizer(bpe_vocab=cfg.shape.bpe_vocab, embedding_size=cfg.shape.embedding_size,
-                               trained_vocab=cfg.shape.trained_vocab, corpus=tokenizer_corpus(cfg.seed))
+                               trained_vocab=cfg.shape.trained_vocab, corpus=tokenizer_corpus(cfg.seed),
+                               whole_action_tokens=cfg.whole_action_tokens)
     save_tokenizer(tok, out_dir)
     (out_dir / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(), indent=2))
     tokenizer = MolmoActTokenizer.from_dir(out_dir)
@@ -766,7 +772,8 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     cfg_dict["cameras"] = list(cameras)      # which camera each image is (the station feeds them in this order)
     cfg_dict["training"] = {"script": "python -m app.sim.train", "seed": cfg.seed, "steps": steps,
                             "device": str(cfg.device), "lr": cfg.lr,
-                            "vision_steps": vision_steps, "batch": cfg.batch, "records": len(records)}
+                            "vision_steps": vision_steps, "batch": cfg.batch, "records": len(records),
+                            "expert": cfg.data.expert}
     if base is not None:
         cfg_dict["training"]["init_from"] = {"path": str(cfg.init_from), "head_warmup": cfg.head_warmup,
                                              "training": base.training}
@@ -910,9 +917,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=DataConfig.workers)
     p.add_argument("--miss-prob", type=float, default=DataConfig.miss_prob,
                    help="share of pick/place episodes that first close beside the object, then recover")
-    p.add_argument("--wrist", action="store_true",
-                   help="two images, front then wrist (the default: the front camera only)")
+    p.add_argument("--wrist", action=argparse.BooleanOptionalAction, default=True,
+                   help="two images, front then wrist (the bundled recipe); --no-wrist: the front camera only")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the model's training")
+    p.add_argument("--expert", choices=EXPERTS, default="servo",
+                   help="the pick tasks' expert: ServoPickExpert, a law of the state (the bundled recipe), or the "
+                        "waypoint script")
+    p.add_argument("--whole-action-tokens", action=argparse.BooleanOptionalAction, default=True,
+                   help="the tokenizer spells each action value as its one action id (the bundled recipe)")
     p.add_argument("--dagger-from", type=Path, default=None,
                    help="DAgger: this checkpoint drives --dagger-episodes more pick episodes, each state labelled "
                         "by the state-based expert (usually the same checkpoint as --init-from)")
@@ -929,8 +941,9 @@ def main(argv: list[str] | None = None) -> int:
                       train_seconds=args.train_seconds, threads=args.threads,
                       vision_steps=args.vision_steps, pointer_weight=args.pointer_weight,
                       look_weight=args.look_weight, init_from=args.init_from,
+                      whole_action_tokens=args.whole_action_tokens,
                       data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
-                                      wrist=args.wrist, miss_prob=args.miss_prob,
+                                      wrist=args.wrist, miss_prob=args.miss_prob, expert=args.expert,
                                       policy=None if args.dagger_from is None else str(args.dagger_from),
                                       policy_episodes=args.dagger_episodes if args.dagger_from else 0,
                                       workers=args.workers),

@@ -173,3 +173,28 @@ def test_check_trace_clamps_and_rejects():
 def test_text_parser_rejects_partial_points_and_unknown_codes(tok, text, match):
     with pytest.raises(AnswerParseError, match=match):
         parse_answer_text(text, tok)
+
+
+def test_whole_action_tokens_spell_each_action_value_as_its_own_id():
+    """The small sim model's tokenizer: a reference-style answer encodes every action value to the one action
+    id, and the grammar's ids and the text parser both read the same actions back."""
+    from model.grammar import action_affixes
+    whole = MolmoActTokenizer(build_tiny_tokenizer(bpe_vocab=768, embedding_size=1024, trained_vocab=512,
+                                                   whole_action_tokens=True))
+    g = GrammarTokens(whole)
+    g.tokenizer_for_tests = whole
+    lo = whole.action_base_id - 256
+    for dim in range(7):
+        alts = g.action_alternatives(*action_affixes(0, dim, g.fmt))
+        assert all([t for t in seq if lo <= t < lo + 256] == [i] for i, seq in alts.items())
+    acts = [lo, lo + 1, lo + 127, lo + 128, lo + 200, lo + 254, lo + 255]
+    ids = whole.encode(answer_text([5] * 100, [(242, 115), (140, 77)], acts, whole))
+    assert [t for t in ids if lo <= t < lo + 256] == acts
+    parsed = parse_answer_ids(g, canonical_ids(g, [5] * 100, [(242, 115), (140, 77)], acts))
+    assert parsed.action_token_ids == acts
+    assert parse_answer_text(answer_text([5] * 100, [(1, 2)], acts, whole), whole).action_token_ids == [acts]
+    plain = MolmoActTokenizer(build_tiny_tokenizer(bpe_vocab=768, embedding_size=1024, trained_vocab=512))
+    assert len([t for t in plain.encode(answer_text([5] * 100, [(1, 2)], acts, plain))
+                if lo <= t < lo + 256]) < 7                          # the default spells them in byte pieces
+    with pytest.raises(ValueError, match="fillers"):
+        build_tiny_tokenizer(whole_action_tokens=True)

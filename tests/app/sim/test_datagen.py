@@ -224,3 +224,22 @@ def test_a_checkpoint_wanting_cameras_the_sim_cell_lacks_is_refused(tmp_path, ca
     from tests.checkpoints import tiny_with_cameras
     with pytest.raises(ValueError, match="the sim cell has the cameras"):
         ModelPolicy(tiny_with_cameras(tmp_path, cameras))
+
+
+def test_the_servo_expert_drives_and_labels_the_episodes_when_chosen(front_cell):
+    from app.sim.datagen import run_policy_episode
+    from app.sim.tasks import Expert, ServoPickExpert
+    task = TASKS["pick_yellow_ball"]
+    front_cell.reset(3, task)
+    servo, script = ServoPickExpert(task, front_cell).act(), Expert(task, front_cell).act()
+    assert servo.trace.tolist() != script.trace.tolist()
+    cfg = DataConfig(max_steps=60, record_prob=1.0, noise_m=0.0, expert="servo")
+    recs = run_episode(front_cell, 3, "pick_yellow_ball", None, cfg, 0)
+    assert recs[0].own_trace.tolist() == servo.trace.tolist()
+    np.testing.assert_allclose(recs[0].own_action, servo.action)
+    assert task.success(front_cell)
+    # DAgger labels come from it too: from a hand closed on nothing, open and rise straight up
+    front_cell.reset(21, "pick_blue_block")
+    recs = run_policy_episode(front_cell, 21, "pick_blue_block", replace(cfg, policy_steps=6), 0, DownAndClosedPolicy())
+    assert all(r.own_action[6] == 0.0 and r.own_action[2] > 0.01 and np.abs(r.own_action[:2]).max() < 1e-9
+               for r in recs[2:])

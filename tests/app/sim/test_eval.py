@@ -57,3 +57,15 @@ def test_cli_refuses_a_missing_checkpoint_and_unknown_task(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["--tasks", "fly_away", "--episodes", "1"]) == 2
     assert "unknown task" in capsys.readouterr().err
+
+
+def test_an_object_knocked_off_the_table_is_seen_as_such(cell):
+    """The closed loop stops there (a failure): the expert's trace to an object behind the camera is NaN."""
+    from app.sim.eval import off_table
+    from app.sim.gl import mujoco
+    cell.reset(0, "pick_green_cylinder")
+    assert not off_table(cell, "green_cylinder")
+    adr = cell.model.joint("green_cylinder_free").qposadr[0]
+    cell.data.qpos[adr:adr + 3] = [1.5, 0.0, -0.7]           # on the floor, behind the front camera
+    mujoco.mj_forward(cell.model, cell.data)
+    assert off_table(cell, "green_cylinder") and not off_table(cell, "red_cube")

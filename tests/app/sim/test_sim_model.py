@@ -13,7 +13,7 @@ import pytest
 
 from app.sim.datagen import FRONT_SIZE
 from app.sim.eval import HELD_OUT_BASE, depth_abs_rel, to_pixels
-from app.sim.tasks import TASKS, Expert
+from app.sim.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[3]
 BUNDLED = ROOT / "assets" / "sim-molmoact"
@@ -93,7 +93,7 @@ def _steering_cosines(station, mode: str) -> list[float]:
         decoder.reason(obs)
         tcp = cell.ee_pose().position
         for target in OTHER_PICKS:
-            trace = [tuple(map(int, p)) for p in Expert(TASKS[target], cell).act().trace]
+            trace = [tuple(map(int, p)) for p in TASKS[target].make_expert(cell, station.policy.expert).act().trace]
             goal = (cell.object_position(TASKS[target].target) - tcp)[:2]
             r = decoder.steer_text(trace) if mode == "steer_text" else decoder.steer_visual(obs, trace)
             move = r.action[:2]

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from app.sim import scene
-from app.sim.tasks import (TASKS, Expert, StateExpert, get_task, resample_path, run_expert,
-                           width_across_fingers)
+from app.sim.tasks import (FUNNEL_HEIGHT_M, LIFT_HEIGHT_M, TASKS, Expert, ServoPickExpert, StateExpert, get_task,
+                           resample_path, run_expert, width_across_fingers)
 
 PICKS = [f"pick_{name}" for name in scene.OBJECTS]
 
@@ -215,3 +215,81 @@ def test_state_expert_reads_the_phase_from_the_cell(cell):
     assert lift.action[6] == 1.0 and lift.action[2] > 0.0 and not lift.done
     with pytest.raises(ValueError, match="pick"):
         StateExpert(TASKS["push_blue_block_left"], cell).act()
+
+
+@pytest.mark.parametrize("task", PICKS)
+def test_servo_expert_picks_from_states_the_script_never_reaches(cell, task):
+    """Beside, above or low near the object, fingers open or closed on nothing: it still picks, 5 of 5."""
+    rng = np.random.default_rng(list(TASKS).index(task))
+    for seed in range(5):
+        cell.reset(100 + seed, task)
+        obj = cell.object_position(TASKS[task].target)
+        _drive_to(cell, obj + [rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), rng.uniform(0.0, 0.1)],
+                  gripper=float(seed % 2))
+        for _ in range(80):
+            step = ServoPickExpert(TASKS[task], cell).act()
+            if step.done:
+                break
+            cell.step(step.action)
+        assert step.done and cell.success(), (task, seed)
+
+
+def test_servo_expert_always_closes_the_horizontal_error(cell):
+    """Wherever the open hand is, the action's horizontal part points at the object and is most of the
+    horizontal error once within a step of it: no phase moves straight down while beside the object (the waypoint
+    script's descent did, and the model copied it 3-4 cm away). Its height follows the funnel: lower
+    the closer it is."""
+    task = TASKS["pick_red_cube"]
+    cell.reset(5, task)
+    obj = cell.object_position("red_cube")
+    heights = {}
+    for off in (0.12, 0.05, 0.03, 0.015):
+        for angle in (0.0, 2.0, 4.0):
+            cell.reset(5, task)
+            goal = obj + [off * np.cos(angle), off * np.sin(angle), 0.06]
+            _drive_to(cell, goal, gripper=0.0)
+            p = cell.ee_pose().position
+            expert = ServoPickExpert(task, cell)
+            assert expert.phase() == "approach"
+            a = expert.act().action
+            e = (obj - p)[:2]
+            assert a[6] == 0.0
+            assert a[:2] @ e / np.linalg.norm(a[:2]) / np.linalg.norm(e) > 0.99, (off, angle)
+            assert np.linalg.norm(a[:2]) >= min(np.linalg.norm(e) * 0.8, 0.01), (off, angle)   # not a creep
+            heights[off] = expert.funnel_target(p, obj)[2]
+    assert heights[0.12] > heights[0.03] > heights[0.015]
+    assert heights[0.12] == pytest.approx(obj[2] + FUNNEL_HEIGHT_M, abs=0.002)
+
+
+def test_servo_expert_reads_the_phase_from_the_cell(cell):
+    task = TASKS["pick_red_cube"]
+    cell.reset(3, task)
+    obj = cell.object_position("red_cube")
+    _drive_to(cell, obj + [0.06, 0.0, 0.02], gripper=1.0)          # closed on nothing, beside the cube
+    s = ServoPickExpert(task, cell)
+    step = s.act()
+    assert s.phase() == "open" and step.action[6] == 0.0 and step.action[2] > 0.01   # open, and rise
+    assert len(step.trace) >= 2
+    cell.reset(3, task)
+    assert run_expert(cell, kind="servo")                            # it lifts the cube: holding, done
+    s = ServoPickExpert(task, cell)
+    assert s.holding() and s.act().done
+    cell.step([0.0, 0.0, -0.03, 0, 0, 0, 1.0])                       # lowered while holding: lift again
+    lift = ServoPickExpert(task, cell).act()
+    assert lift.action[6] == 1.0 and lift.action[2] > 0.0 and not lift.done
+    assert type(task.make_expert(cell, "servo")) is ServoPickExpert and type(task.make_expert(cell)) is Expert
+    assert type(get_task("push_blue_block_left").make_expert(cell, "servo")) is Expert     # push: the script
+    with pytest.raises(ValueError, match="unknown expert"):
+        task.make_expert(cell, "magic")
+
+
+@pytest.mark.parametrize("task", PICKS)
+def test_servo_expert_picks_10_of_10_and_its_trace_ends_above_the_lifted_object(cell, task):
+    w, h = cell.config.front_size
+    for seed in range(10):
+        cell.reset(seed, task)
+        obj = cell.object_position(TASKS[task].target)
+        first = ServoPickExpert(TASKS[task], cell).act().trace
+        lifted = np.array([obj[0], obj[1], max(scene.OBJECTS[TASKS[task].target].half_height, 0.02) + LIFT_HEIGHT_M])
+        assert len(first) == 5 and first[-1].tolist() == cell.to_model_space(cell.project(lifted, w, h), w, h)[0].tolist()
+        assert run_expert(cell, kind="servo"), (task, seed)

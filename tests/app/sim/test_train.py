@@ -356,7 +356,7 @@ def test_look_target_is_the_image_token_where_the_answer_goes(pieces):
     ex = builder.build(rec, np.zeros(100, int), "reason")
     assert ex.look_at == int(red[1] // cell) * grid + int(red[0] // cell)
     vis = builder.build(record(3, alt=True), np.zeros(100, int), "visual")
-    assert vis.look_at == 1 * grid + 0                    # the drawn alt trace ends at (40, 60): row 1, column 0
+    assert vis.look_at == int(60 // cell) * grid + int(40 // cell)   # the drawn alt trace ends at (40, 60)
     assert Example(ex.ids, ex.weights, ex.image).look_at is None
 
 
