@@ -150,7 +150,8 @@ def build_tiny_tokenizer(bpe_vocab: int = 512, embedding_size: int = 768, traine
         tok = _with_fillers(tok, bpe_vocab)
     if whole_action_tokens:
         if bpe_vocab - trained_vocab < 256:
-            raise TokenizerError("whole_action_tokens needs the 256 action fillers (bpe_vocab >= trained_vocab + 256)")
+            raise TokenizerError("whole_action_tokens needs the 256 action fillers "
+                                 "(bpe_vocab >= trained_vocab + 256)")
         tok.add_tokens([AddedToken(action_string(k), special=False, normalized=False) for k in range(256)])
     specials = list(CHAT_SPECIALS) + [f"<|reserved_special_{i}|>" for i in range(chat_specials - len(CHAT_SPECIALS))]
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (EOS, *specials)])

@@ -179,8 +179,9 @@ class ModelPolicy:
 def run_policy_episode(cell, seed: int, task_name: str, cfg: DataConfig, episode: int,
                        policy: ModelPolicy) -> list[StepRecord]:
     """DAgger: the checkpoint acts, and every recorded state is labelled by ``StateExpert`` or
-    ``ServoPickExpert`` (what to do from here), so the model learns what to do in the states *it* reaches: beside the object, closed on
-    nothing, too high. Ends when the object is lifted, or when the model's answer cannot be acted on."""
+    ``ServoPickExpert`` (what to do from here), so the model learns what to do in the states *it*
+    reaches: beside the object, closed on nothing, too high. Ends when the object is lifted, or when the
+    model's answer cannot be acted on."""
     rng = np.random.default_rng(seed + 7)
     task = TASKS[task_name]
     cell.reset(seed, task)

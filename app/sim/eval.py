@@ -8,7 +8,8 @@ On held-out seeds (never used by ``app.sim.train``, whose seeds are below 100 00
   per task in ``per_task``.
 * **trace_error_px**: along those rollouts, the predicted trace against the expert's trace at the same
   state (the expert the checkpoint learned from, as its ``config.json`` says), both resampled to 5
-  points by arc length, mean distance in pixels of the 640x480 front image. ``first_point_error_px``: the first waypoint against the projected TCP.
+  points by arc length, mean distance in pixels of the 640x480 front image. ``first_point_error_px``:
+  the first waypoint against the projected TCP.
 * **depth_abs_rel**: the decoded depth map (inverse depth, 1/m) against the simulator's depth on the
   same 80x80 grid, mean |d_pred - d| / d over pixels within 3 m (the cell; the far backdrop is left out).
 * **steering_compliance_text / _visual**: pick tasks only; every step the operator's trace is the one

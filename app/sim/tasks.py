@@ -352,9 +352,9 @@ class ServoPickExpert(Expert):
     within 6 mm. A model that sees the cell through a few pixels per centimetre cannot tell 6 mm from
     4 cm. It learned to switch to the straight descent too early, and a descent has no horizontal
     correction to learn from, so it stopped 3-4 cm beside the object with its fingers on top of it
-    (2026-12-05 rollouts of the bundled model). Here the action is always the error that remains, so
-    an early guess of the phase still moves toward the object, and every state, the model's own
-    included, has a label that corrects it.
+    (2026-12-05 rollouts of the GPU-trained checkpoint bundled then). Here the action is always the
+    error that remains, so an early guess of the phase still moves toward the object, and every state,
+    the model's own included, has a label that corrects it.
 
     Holding the object: lift it. At the grasp point: close. Fingers closed on nothing: open and rise.
     """

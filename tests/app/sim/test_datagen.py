@@ -240,6 +240,7 @@ def test_the_servo_expert_drives_and_labels_the_episodes_when_chosen(front_cell)
     assert task.success(front_cell)
     # DAgger labels come from it too: from a hand closed on nothing, open and rise straight up
     front_cell.reset(21, "pick_blue_block")
-    recs = run_policy_episode(front_cell, 21, "pick_blue_block", replace(cfg, policy_steps=6), 0, DownAndClosedPolicy())
+    recs = run_policy_episode(front_cell, 21, "pick_blue_block", replace(cfg, policy_steps=6), 0,
+                              DownAndClosedPolicy())
     assert all(r.own_action[6] == 0.0 and r.own_action[2] > 0.01 and np.abs(r.own_action[:2]).max() < 1e-9
                for r in recs[2:])

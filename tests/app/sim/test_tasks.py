@@ -236,9 +236,9 @@ def test_servo_expert_picks_from_states_the_script_never_reaches(cell, task):
 
 def test_servo_expert_always_closes_the_horizontal_error(cell):
     """Wherever the open hand is, the action's horizontal part points at the object and is most of the
-    horizontal error once within a step of it: no phase moves straight down while beside the object (the waypoint
-    script's descent did, and the model copied it 3-4 cm away). Its height follows the funnel: lower
-    the closer it is."""
+    horizontal error once within a step of it: no phase moves straight down while beside the object (the
+    waypoint script's descent did, and the model copied it 3-4 cm away). Its height follows the funnel:
+    lower the closer it is."""
     task = TASKS["pick_red_cube"]
     cell.reset(5, task)
     obj = cell.object_position("red_cube")
@@ -291,5 +291,6 @@ def test_servo_expert_picks_10_of_10_and_its_trace_ends_above_the_lifted_object(
         obj = cell.object_position(TASKS[task].target)
         first = ServoPickExpert(TASKS[task], cell).act().trace
         lifted = np.array([obj[0], obj[1], max(scene.OBJECTS[TASKS[task].target].half_height, 0.02) + LIFT_HEIGHT_M])
-        assert len(first) == 5 and first[-1].tolist() == cell.to_model_space(cell.project(lifted, w, h), w, h)[0].tolist()
+        end = cell.to_model_space(cell.project(lifted, w, h), w, h)[0]
+        assert len(first) == 5 and first[-1].tolist() == end.tolist()
         assert run_expert(cell, kind="servo"), (task, seed)
