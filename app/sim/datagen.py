@@ -46,7 +46,6 @@ WRIST_SIZE = (320, 240)          # the session's default wrist camera (``SimConf
 MODEL_IMAGE = (256, 256)         # DecoderConfig.image_size: the decoder resizes every image to this
 DEPTH_SIZE = 80                  # the depth VQ-VAE's input side
 PICK_TASKS = tuple(name for name, t in TASKS.items() if t.kind == "pick")
-TRANSIT_M = 0.04                 # executed-action noise only this far from the expert's waypoint
 EXTRA_DONE_STEPS = 3             # steps recorded after the expert finished: hold still when done
 MISS_MAX_STEPS = 40              # a missed grasp that cannot reach its height (blocked) ends here
 POLICY = "<policy>"              # episode_plan's "executed" for an episode a checkpoint drives (DAgger)
@@ -291,20 +290,9 @@ def in_view(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
 def _execute(cell, policy: Expert, step, noise: float, rng: np.random.Generator) -> None:
     """Send the expert's action, with noise while in transit (never once it is done)."""
     action = np.array(step.action, float)
-    if noise > 0 and not step.done and _in_transit(policy):
+    if noise > 0 and not step.done and policy.in_transit():
         action[:3] += rng.normal(0.0, noise, 3)
     cell.step(action)
-
-
-def _in_transit(policy: Expert) -> bool:
-    """Far from the current waypoint: noise there shows the model off-path states, while near waypoints
-    (grasp, release) the expert must be able to settle within its tolerance and go on."""
-    if isinstance(policy, ServoPickExpert):
-        return policy.in_transit()
-    if policy.done or not policy.waypoints:
-        return False
-    wp = policy.waypoints[policy.index]
-    return float(np.linalg.norm(wp.position - policy.cell.ee_pose().position)) > TRANSIT_M
 
 
 def _worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | None]]]]) -> list[StepRecord]:

@@ -28,6 +28,7 @@ REGION_X = (0.36, 0.62)
 REGION_Y = (-0.24, 0.24)
 DOWN = np.diag([1.0, -1.0, -1.0])        # TCP pointing down, hand x along world x (yaw 0)
 TRACE_POINTS = 5
+TRANSIT_M = 0.04                 # Expert.in_transit: this far from the current waypoint
 EXPERTS = ("script", "servo")             # Task.make_expert's kinds
 FUNNEL_HEIGHT_M = 0.12   # ServoPickExpert: how high above the grasp point it travels while far from the object
 FUNNEL_START_M = 0.04    # ... the horizontal distance from the object where its descent begins
@@ -206,7 +207,7 @@ class Expert:
                 Waypoint(np.array([obj[0], obj[1] - 0.13 + half_y, 0.12]), yaw, 1.0, dwell=1),
             ]
         yaw = self._grasp_yaw(t.target, yaw0)
-        grasp_z = max(scene.OBJECTS[t.target].half_height, 0.02)
+        grasp_z = self.grasp_z()
         above = np.array([obj[0], obj[1], grasp_z + 0.12])
         grasp = np.array([obj[0], obj[1], grasp_z])
         lifted = np.array([obj[0], obj[1], grasp_z + LIFT_HEIGHT_M])
@@ -279,9 +280,30 @@ class Expert:
         return np.array([current, *ahead])
 
     def trace(self, current: np.ndarray, n: int = TRACE_POINTS) -> np.ndarray:
-        pts = resample_path(self.future_path(current), n)
+        return self.project_path(self.future_path(current), n)
+
+    def project_path(self, path: np.ndarray, n: int = TRACE_POINTS) -> np.ndarray:
+        """A 3-D TCP path as a trace: ``n`` points by arc length, in the front camera's 0..255 space."""
+        pts = resample_path(path, n)
         w, h = self.cell.config.front_size
         return self.cell.to_model_space(self.cell.project(pts, w, h), w, h)
+
+    def grasp_z(self) -> float:
+        """The TCP height that grasps the target (its centre, but not so low the fingers hit the table)."""
+        return max(scene.OBJECTS[self.task.target].half_height, 0.02)
+
+    def holding(self) -> bool:
+        """Both finger pads on the target with the fingers commanded closed."""
+        return self.cell.gripper_command > 0.5 and all(self.cell.touching(pad, self.task.target)
+                                                       for pad in scene.PAD_GEOMS)
+
+    def in_transit(self) -> bool:
+        """Far from the current waypoint: executed-action noise there shows the model off-path states,
+        while near waypoints (grasp, release) the expert must be able to settle within its tolerance."""
+        if self.done or not self.waypoints:
+            return False
+        wp = self.waypoints[self.index]
+        return float(np.linalg.norm(wp.position - self.cell.ee_pose().position)) > TRANSIT_M
 
 
 GRASP_XY_M = 0.006      # StateExpert: this close to the grasp point (xy and z), it closes the fingers
@@ -317,11 +339,6 @@ class StateExpert(Expert):
         if xy_err <= CORRIDOR_M and pos[2] <= approach.position[2] + 0.01:
             return [grasp, close, lift]
         return [approach, grasp, close, lift]
-
-    def holding(self) -> bool:
-        """Both finger pads on the object with the fingers commanded closed."""
-        return self.cell.gripper_command > 0.5 and all(self.cell.touching(pad, self.task.target)
-                                                       for pad in scene.PAD_GEOMS)
 
     def act(self) -> ExpertStep:
         pose = self.cell.ee_pose()
@@ -360,24 +377,16 @@ class ServoPickExpert(Expert):
     """
     _yaw: float | None = None
 
-    def _grasp_z(self) -> float:
-        return max(scene.OBJECTS[self.task.target].half_height, 0.02)
-
     def funnel_target(self, p: np.ndarray, obj: np.ndarray) -> np.ndarray:
         e = float(np.hypot(*(p[:2] - obj[:2])))
         frac = float(np.clip((e - FUNNEL_END_M) / (FUNNEL_START_M - FUNNEL_END_M), 0.0, 1.0))
-        return np.array([obj[0], obj[1], self._grasp_z() + FUNNEL_HEIGHT_M * frac])
+        return np.array([obj[0], obj[1], self.grasp_z() + FUNNEL_HEIGHT_M * frac])
 
     def _speed(self, p: np.ndarray, obj: np.ndarray) -> float:
         return Waypoint.speed if np.hypot(*(p[:2] - obj[:2])) > FUNNEL_START_M else DESCENT_SPEED_M
 
     def at_grasp(self, p: np.ndarray, obj: np.ndarray) -> bool:
-        return bool(np.hypot(*(p[:2] - obj[:2])) <= CLOSE_M and abs(p[2] - self._grasp_z()) <= CLOSE_M)
-
-    def holding(self) -> bool:
-        """Both finger pads on the object with the fingers commanded closed."""
-        return self.cell.gripper_command > 0.5 and all(self.cell.touching(pad, self.task.target)
-                                                       for pad in scene.PAD_GEOMS)
+        return bool(np.hypot(*(p[:2] - obj[:2])) <= CLOSE_M and abs(p[2] - self.grasp_z()) <= CLOSE_M)
 
     def phase(self) -> str:
         """'lift' | 'close' | 'open' | 'approach', read from the cell."""
@@ -391,12 +400,12 @@ class ServoPickExpert(Expert):
 
     @property
     def done(self) -> bool:
-        return self.holding() and self.cell.ee_pose().position[2] >= self._grasp_z() + LIFT_HEIGHT_M - 0.01
+        return self.holding() and self.cell.ee_pose().position[2] >= self.grasp_z() + LIFT_HEIGHT_M - 0.01
 
     def in_transit(self) -> bool:
-        """Away from the grasp: where executed-action noise shows the model states off the path."""
+        """Away from the grasp (and not carrying the object): where noise shows the model off-path states."""
         p, obj = self.cell.ee_pose().position, self.cell.object_position(self.task.target)
-        near = np.hypot(*(p[:2] - obj[:2])) < 0.02 and p[2] < self._grasp_z() + 0.04
+        near = np.hypot(*(p[:2] - obj[:2])) < 0.02 and p[2] < self.grasp_z() + 0.04
         return not near and not self.holding()
 
     def act(self) -> ExpertStep:
@@ -404,7 +413,7 @@ class ServoPickExpert(Expert):
         p, obj = pose.position, cell.object_position(self.task.target)
         if self._yaw is None:
             self._yaw = self._grasp_yaw(self.task.target, _yaw_of(pose.rotation))
-        lift_z = self._grasp_z() + LIFT_HEIGHT_M
+        lift_z = self.grasp_z() + LIFT_HEIGHT_M
         phase = self.phase()
         if phase == "lift":
             path = [p, np.array([p[0], p[1], lift_z])]
@@ -424,7 +433,7 @@ class ServoPickExpert(Expert):
             action[6] = 1.0
         else:
             action = self._toward(wp, pose)
-        return ExpertStep(action, self._project(np.array(path)), self.done, 0)
+        return ExpertStep(action, self.project_path(np.array(path)), self.done, 0)
 
     def funnel_path(self, p: np.ndarray, obj: np.ndarray, max_steps: int = 40) -> list[np.ndarray]:
         """Where the law would take the TCP from ``p`` (no physics): p, ..., the grasp point."""
@@ -439,10 +448,6 @@ class ServoPickExpert(Expert):
             pts.append(q + (err if dist <= speed else err * (speed / dist)))
         return pts
 
-    def _project(self, path: np.ndarray, n: int = TRACE_POINTS) -> np.ndarray:
-        pts = resample_path(path, n)
-        w, h = self.cell.config.front_size
-        return self.cell.to_model_space(self.cell.project(pts, w, h), w, h)
 
 
 def width_across_fingers(half_size: tuple[float, ...], relative_yaw: float) -> float:

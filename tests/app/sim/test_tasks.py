@@ -181,8 +181,9 @@ def test_state_expert_labels_the_scripted_path_as_the_script_does(cell, task):
         assert len(differ) <= 6 and all(index in (1, 2) for _, index in differ), (seed, differ)
 
 
+@pytest.mark.parametrize("expert", [StateExpert, ServoPickExpert])
 @pytest.mark.parametrize("task", PICKS)
-def test_state_expert_picks_from_states_the_script_never_reaches(cell, task):
+def test_state_based_experts_pick_from_states_the_script_never_reaches(cell, task, expert):
     """Beside, above or low near the object, fingers open or closed on nothing: it still picks, 5 of 5."""
     rng = np.random.default_rng(list(TASKS).index(task))
     for seed in range(5):
@@ -191,7 +192,7 @@ def test_state_expert_picks_from_states_the_script_never_reaches(cell, task):
         _drive_to(cell, obj + [rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), rng.uniform(0.0, 0.1)],
                   gripper=float(seed % 2))
         for _ in range(80):
-            step = StateExpert(TASKS[task], cell).act()
+            step = expert(TASKS[task], cell).act()
             if step.done:
                 break
             cell.step(step.action)
@@ -215,23 +216,6 @@ def test_state_expert_reads_the_phase_from_the_cell(cell):
     assert lift.action[6] == 1.0 and lift.action[2] > 0.0 and not lift.done
     with pytest.raises(ValueError, match="pick"):
         StateExpert(TASKS["push_blue_block_left"], cell).act()
-
-
-@pytest.mark.parametrize("task", PICKS)
-def test_servo_expert_picks_from_states_the_script_never_reaches(cell, task):
-    """Beside, above or low near the object, fingers open or closed on nothing: it still picks, 5 of 5."""
-    rng = np.random.default_rng(list(TASKS).index(task))
-    for seed in range(5):
-        cell.reset(100 + seed, task)
-        obj = cell.object_position(TASKS[task].target)
-        _drive_to(cell, obj + [rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), rng.uniform(0.0, 0.1)],
-                  gripper=float(seed % 2))
-        for _ in range(80):
-            step = ServoPickExpert(TASKS[task], cell).act()
-            if step.done:
-                break
-            cell.step(step.action)
-        assert step.done and cell.success(), (task, seed)
 
 
 def test_servo_expert_always_closes_the_horizontal_error(cell):
