@@ -11,7 +11,8 @@ forward), and ``parse_answer_ids`` drives it with a finished token list, so deco
 cannot disagree.
 
 Tokenization: the trace is built from the tokenizer's own encodings of its pieces — digits are single
-tokens (Qwen2 pre-tokenizer) and each punctuation run (``,`` ``],[`` ``]].``) is encoded as the
+tokens (Qwen2 pre-tokenizer; a tokenizer whose every integer 0..255 is one token has numbers as single
+choices instead) and each punctuation run (``,`` ``],[`` ``]].``) is encoded as the
 tokenizer encodes it in running text — so a trace decoded by the model has exactly the token ids of
 the canonical string, and ``steer_text`` re-encoding the same trace reproduces them. Where several
 continuations are possible, a token trie decides when the model is asked.
@@ -111,6 +112,15 @@ class GrammarTokens:
                 raise GrammarError(f"{tokenizer.source}: digit {d} is not a single token")
             self.digit.append(e[0])
         self.digit_of = {t: d for d, t in enumerate(self.digit)}
+        # A tokenizer with whole-number tokens (``build_tiny_tokenizer(whole_number_tokens=True)``) writes
+        # each coordinate 0..255 as one token: then a number is one choice among these, in value order.
+        whole = [enc(str(v)) for v in range(MAX_COORD + 1)]
+        self.number_ids: tuple[int, ...] | None = None
+        if all(len(e) == 1 for e in whole):
+            self.number_ids = tuple(e[0] for e in whole)
+            if len(set(self.number_ids)) != len(self.number_ids):
+                raise GrammarError(f"{tokenizer.source}: two numbers share a token")
+            self.number_of = {t: v for v, t in enumerate(self.number_ids)}
         for name in ("comma", "next_point", "end_trace"):
             if set(getattr(self, name)[:1]) & set(self.digit):
                 raise GrammarError(f"{tokenizer.source}: {name} starts with a digit token")
@@ -144,10 +154,14 @@ class GrammarTokens:
         """The canonical ids of a trace, from the first x up to and including ``]].``."""
         out: list[int] = []
         for i, (x, y) in enumerate(trace):
-            out += [self.digit[int(c)] for c in str(x)] + list(self.comma)
-            out += [self.digit[int(c)] for c in str(y)]
+            out += self.number_tokens(x) + list(self.comma) + self.number_tokens(y)
             out += list(self.end_trace if i == len(trace) - 1 else self.next_point)
         return tuple(out)
+
+    def number_tokens(self, value: int) -> list[int]:
+        if self.number_ids is not None:
+            return [self.number_ids[int(value)]]
+        return [self.digit[int(c)] for c in str(value)]
 
 
 def _is_prefix(a: Sequence[int], b: Sequence[int]) -> bool:
@@ -181,6 +195,12 @@ def choose_sequence(alternatives: dict, segment: str):
 
 def number_program(gt: GrammarTokens, follow: dict):
     """An integer 0..255 without leading zeros, then one of the ``follow`` sequences."""
+    if gt.number_ids is not None:                  # one token per number
+        token = yield Choice(gt.number_ids, "trace")
+        if token not in gt.number_of:
+            raise AnswerParseError(f"expected a number token, got token {token}")
+        label = yield from choose_sequence(dict(follow), "trace")
+        return gt.number_of[token], label
     first = yield Choice(tuple(gt.digit), "trace")
     if first not in gt.digit_of:
         raise AnswerParseError(f"expected a digit, got token {first}")

@@ -18,6 +18,7 @@ EOS = "<|endoftext|>"
 CHAT_SPECIALS = ("<|im_start|>", "<|im_end|>")
 DEPTH_START, DEPTH_END = "<DEPTH_START>", "<DEPTH_END>"
 NUM_DEPTH_CODES = 128
+NUMBER_TOKENS = 256              # whole_number_tokens: the integers 0..255 (trace coordinates)
 IMAGE_SPECIALS = ("<im_start>", "<im_end>", "<im_patch>", "<im_col>", "<|image|>", "<im_low>")
 # Qwen2's pre-tokenizer split: digits are single tokens, which the grammar relies on.
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -118,7 +119,7 @@ def _tiny_corpus() -> list[str]:
 
 def build_tiny_tokenizer(bpe_vocab: int = 512, embedding_size: int = 768, trained_vocab: int = 512,
                          chat_specials: int = 2, corpus: list[str] | None = None,
-                         whole_action_tokens: bool = False) -> Tokenizer:
+                         whole_action_tokens: bool = False, whole_number_tokens: bool = False) -> Tokenizer:
     """Byte-level BPE + the MolmoAct added tokens, padded to ``embedding_size``.
 
     ``trained_vocab`` ids are learned on a small corpus; if ``bpe_vocab`` is larger the rest are inert
@@ -132,6 +133,13 @@ def build_tiny_tokenizer(bpe_vocab: int = 512, embedding_size: int = 768, traine
     from one bin to the next, so a model has to learn 256 unrelated spellings and a wrong first piece
     lands far away; with it an action value is one choice among the 256 ids, as it is for a model that
     emits the action ids themselves.
+
+    ``whole_number_tokens``: each integer 10..255 (a trace coordinate) is one token too, kept in fillers
+    just below the action ids (the digits 0..9 already are single tokens). The Qwen2 pre-tokenizer
+    spells "123" as three digit tokens, so a small model writes a coordinate as a variable-length digit
+    string, where a wrong first digit costs the same as a wrong last one, and reads it back by
+    arithmetic over digits; with it a coordinate is one choice among 256 ordered values. The grammar
+    detects this (``GrammarTokens.number_ids``); the answer text is the same.
     """
     if trained_vocab < 256 + 64 or bpe_vocab < trained_vocab:
         raise TokenizerError("bpe_vocab must leave room for 256 action ids above the 256 byte tokens")
@@ -146,12 +154,15 @@ def build_tiny_tokenizer(bpe_vocab: int = 512, embedding_size: int = 768, traine
     tok.train_from_iterator((corpus or _tiny_corpus()) * 4, trainer=trainer)
     if tok.get_vocab_size() != trained_vocab:
         raise TokenizerError(f"tiny BPE trained to {tok.get_vocab_size()} ids, wanted {trained_vocab}")
+    numbers = [str(v) for v in range(10, NUMBER_TOKENS)] if whole_number_tokens else []
+    if bpe_vocab - trained_vocab < (256 if whole_action_tokens else 0) + len(numbers):
+        raise TokenizerError(f"whole_action_tokens / whole_number_tokens need {256 + len(numbers)} fillers "
+                             f"(bpe_vocab >= trained_vocab + {256 + len(numbers)})")
     if bpe_vocab > trained_vocab:
-        tok = _with_fillers(tok, bpe_vocab)
+        tok = _with_fillers(tok, bpe_vocab, named=numbers)
+    if numbers:
+        tok.add_tokens([AddedToken(n, special=False, normalized=False) for n in numbers])
     if whole_action_tokens:
-        if bpe_vocab - trained_vocab < 256:
-            raise TokenizerError("whole_action_tokens needs the 256 action fillers "
-                                 "(bpe_vocab >= trained_vocab + 256)")
         tok.add_tokens([AddedToken(action_string(k), special=False, normalized=False) for k in range(256)])
     specials = list(CHAT_SPECIALS) + [f"<|reserved_special_{i}|>" for i in range(chat_specials - len(CHAT_SPECIALS))]
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (EOS, *specials)])
@@ -184,8 +195,10 @@ def action_string(k: int) -> str:
     return byte_level(chr(0x4E00 + k))
 
 
-def _with_fillers(tok: Tokenizer, size: int, n_action: int = 256) -> Tokenizer:
+def _with_fillers(tok: Tokenizer, size: int, n_action: int = 256, named: list[str] = ()) -> Tokenizer:
     """Extend a trained BPE's vocabulary with entries no merge produces.
+
+    ``named``: strings for the fillers just below the action ids (the whole-number tokens), in order.
 
     The last ``n_action`` fillers (the action ids) are spelled like Qwen's last merges: byte-level
     strings of single CJK characters (e.g. "ä¸Ģ"), so the answer text and its token counts look like
@@ -193,9 +206,15 @@ def _with_fillers(tok: Tokenizer, size: int, n_action: int = 256) -> Tokenizer:
     """
     data = json.loads(tok.to_str())
     vocab = data["model"]["vocab"]
+    first_named = size - n_action - len(named)
     for i in range(len(vocab), size):
         k = i - (size - n_action)
-        vocab[action_string(k) if k >= 0 else f"<filler_{i}>"] = i
+        if k >= 0:
+            vocab[action_string(k)] = i
+        elif i >= first_named:
+            vocab[named[i - first_named]] = i
+        else:
+            vocab[f"<filler_{i}>"] = i
     return Tokenizer.from_str(json.dumps(data))
 
 

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.sim.datagen import LOCATED, DataConfig, StepRecord, generate
+from app.sim.ordinal import OrdinalTargets, smooth_rows_
 from app.sim.depth_vq import VQTrainConfig, encode_all, fit_encoder, train_depth_vqvae
 from app.sim.tasks import EXPERTS, TASKS
 from model.actions import ActionStats, ActionTokenizer, encode_actions
@@ -83,6 +84,14 @@ class ModelShape:
     embedding_size: int = 1088
 
 
+def shape_with_numbers(shape: ModelShape) -> ModelShape:
+    """Room for the 246 whole-number fillers (10..255) between the learned BPE ids and the action ids."""
+    bpe = shape.trained_vocab + 256 + 246
+    extra = max(0, bpe - shape.bpe_vocab)
+    return replace(shape, bpe_vocab=max(bpe, shape.bpe_vocab),
+                   embedding_size=shape.embedding_size + -(-extra // 64) * 64)
+
+
 @dataclass
 class TrainConfig:
     seed: int = 0
@@ -110,6 +119,8 @@ class TrainConfig:
     init_from: Path | None = None  # continue a checkpoint of this pipeline (see ``continued_from``)
     head_warmup: int = 200         # with ``init_from``: steps that fit the training-only heads alone first
     whole_action_tokens: bool = False   # each action value one token (see build_tiny_tokenizer)
+    whole_number_tokens: bool = False   # each trace coordinate one token (see build_tiny_tokenizer)
+    ordinal_sigma: float = 0.0     # > 0: soft Gaussian targets over ordered ids, in ids (see OrdinalTargets)
     log_every: int = 50
 
 
@@ -257,6 +268,14 @@ class SampleBuilder:
         named = None if rec.objects_model is None else rec.objects_model[LOCATED.index(TASKS[rec.task].target)]
         return Example(ids, weights, rec.image, located, pointer_at=pointer_at, pointer_from=len(prompt) - 1,
                        pointer_target=_pointer_target(named, rec), extra_images=extra, wrist_located=wrist_located)
+
+
+def ordinal_groups(gt: GrammarTokens) -> list[tuple[int, ...]]:
+    """The ordered id groups: the action bins, and the trace coordinates when each is one token."""
+    groups = [tuple(gt.action_ids)]
+    if gt.number_ids is not None:
+        groups.append(tuple(gt.number_ids))
+    return groups
 
 
 def _pointer_target(goal: np.ndarray | None, rec: StepRecord) -> np.ndarray | None:
@@ -510,9 +529,11 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
                pad_id: int, device: torch.device | str = "cpu", probe: LocationProbe | None = None,
                probe_weight: float = PROBE_WEIGHT, pointer: PointerHead | None = None,
                pointer_weight: float = POINTER_WEIGHT, look_weight: float = 0.0,
-               wrist_probe: LocationProbe | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+               wrist_probe: LocationProbe | None = None, ordinal: OrdinalTargets | None = None
+               ) -> tuple[torch.Tensor, dict[str, float]]:
     """Teacher-forced weighted cross-entropy of a batch (right-padded; causal so padding is inert).
-    The LLM runs once per length group (see ``length_groups``); the vision tower once for all."""
+    The LLM runs once per length group (see ``length_groups``); the vision tower once for all. With
+    ``ordinal`` the trace coordinates and action values get soft targets (see ``app.sim.ordinal``)."""
     b = len(examples)
     feats, scale_penalty, feat_rms = image_features(model, np.stack([e.images for e in examples]), pooled_one,
                                                     patches, device)
@@ -550,7 +571,10 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
             captured.clear()
             logits = model.logits(hidden[:, :-1])
             target, w = ids[:, 1:].clamp(max=logits.shape[-1] - 1), wts[:, 1:]   # image specials: weight 0
-            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
+            if ordinal is None:
+                ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
+            else:
+                ce = ordinal.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
             ce_sum = ce_sum + (ce.view(len(group), -1) * w).sum()
             w_sum = w_sum + w.sum()
             if pointer is not None:
@@ -641,16 +665,18 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     t_vq = time.perf_counter() - t0 - t_data
     log(f"depth VQ-VAE trained in {t_vq:.0f} s; {len(np.unique(codes))} codes in use")
 
-    tok = build_tiny_tokenizer(bpe_vocab=cfg.shape.bpe_vocab, embedding_size=cfg.shape.embedding_size,
-                               trained_vocab=cfg.shape.trained_vocab, corpus=tokenizer_corpus(cfg.seed),
-                               whole_action_tokens=cfg.whole_action_tokens)
+    shape = shape_with_numbers(cfg.shape) if cfg.whole_number_tokens else cfg.shape
+    tok = build_tiny_tokenizer(bpe_vocab=shape.bpe_vocab, embedding_size=shape.embedding_size,
+                               trained_vocab=shape.trained_vocab, corpus=tokenizer_corpus(cfg.seed),
+                               whole_action_tokens=cfg.whole_action_tokens,
+                               whole_number_tokens=cfg.whole_number_tokens)
     save_tokenizer(tok, out_dir)
     (out_dir / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(), indent=2))
     tokenizer = MolmoActTokenizer.from_dir(out_dir)
     processor = MolmoActProcessor.from_dir(out_dir, tokenizer)
     # a continued checkpoint keeps its action normalization: its bins must keep their meaning
     norm_stats = norm_stats_from(records) if base is None else base.config.norm_stats
-    mcfg = model_config(cfg.shape, norm_stats, tokenizer.ids.im_patch)
+    mcfg = model_config(shape, norm_stats, tokenizer.ids.im_patch)
     stats = ActionStats.from_norm_stats(norm_stats, UNNORM_KEY)
     cameras = cameras_of(cfg.data)
     if base is not None:
@@ -661,9 +687,16 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
 
     model = MolmoAct(mcfg)
     init_random_(model, cfg.seed, scale_residual=True)
+    groups = ordinal_groups(builder.gt)
     if base is not None:
         model.load_state_dict(base.model.state_dict())
+    elif cfg.ordinal_sigma > 0:
+        for k, ids in enumerate(groups):
+            smooth_rows_(model.model.transformer.wte.embedding.data, ids, cfg.seed + 10 + k)
+            smooth_rows_(model.output_weight.data, ids, cfg.seed + 20 + k)
     model.to(cfg.device)
+    ordinal = OrdinalTargets(groups, shape.embedding_size, cfg.ordinal_sigma, cfg.device) \
+        if cfg.ordinal_sigma > 0 else None
     model.init_rope()
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
@@ -674,15 +707,15 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
 
     probe = None
     if cfg.probe_weight > 0 and records[0].objects_model is not None:
-        probe = LocationProbe(cfg.shape.llm_width, len(LOCATED) + 1, TOKEN_GRID).to(cfg.device)
+        probe = LocationProbe(shape.llm_width, len(LOCATED) + 1, TOKEN_GRID).to(cfg.device)
         _seeded_init_(probe.head, cfg.seed)
     pointer = None
     if cfg.pointer_weight > 0 and records[0].objects_model is not None:
-        pointer = PointerHead(cfg.shape.llm_width).to(cfg.device)
+        pointer = PointerHead(shape.llm_width).to(cfg.device)
         _seeded_init_(pointer.head, cfg.seed + 3)
     wrist_probe = None
     if probe is not None and "wrist" in cameras and records[0].wrist_objects is not None:
-        wrist_probe = LocationProbe(cfg.shape.llm_width, len(LOCATED), TOKEN_GRID).to(cfg.device)
+        wrist_probe = LocationProbe(shape.llm_width, len(LOCATED), TOKEN_GRID).to(cfg.device)
         _seeded_init_(wrist_probe.head, cfg.seed + 4)
     heads = {"probe": probe, "pointer": pointer, "wrist_probe": wrist_probe}
     t_vision0 = time.perf_counter()
@@ -729,7 +762,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
             g["lr"] = lr
         loss, info = batch_loss(net, batch, pooled_one, patches, tokenizer.ids.eos, cfg.device, aux["probe"],
                                 cfg.probe_weight, aux["pointer"], cfg.pointer_weight, cfg.look_weight,
-                                aux["wrist_probe"])
+                                aux["wrist_probe"], ordinal)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.clip)
@@ -773,7 +806,8 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     cfg_dict["training"] = {"script": "python -m app.sim.train", "seed": cfg.seed, "steps": steps,
                             "device": str(cfg.device), "lr": cfg.lr,
                             "vision_steps": vision_steps, "batch": cfg.batch, "records": len(records),
-                            "expert": cfg.data.expert}
+                            "expert": cfg.data.expert, "whole_number_tokens": cfg.whole_number_tokens,
+                            "ordinal_sigma": cfg.ordinal_sigma}
     if base is not None:
         cfg_dict["training"]["init_from"] = {"path": str(cfg.init_from), "head_warmup": cfg.head_warmup,
                                              "training": base.training}
@@ -925,6 +959,11 @@ def main(argv: list[str] | None = None) -> int:
                         "waypoint script")
     p.add_argument("--whole-action-tokens", action=argparse.BooleanOptionalAction, default=True,
                    help="the tokenizer spells each action value as its one action id (the bundled recipe)")
+    p.add_argument("--whole-number-tokens", action=argparse.BooleanOptionalAction, default=True,
+                   help="the tokenizer spells each trace coordinate 0..255 as one token (the bundled recipe)")
+    p.add_argument("--ordinal-sigma", type=float, default=1.5,
+                   help="soft Gaussian targets of this width (in ids) over the action bins and the coordinates, "
+                        "and their embedding rows start smooth in the value (the bundled recipe); 0: one-hot")
     p.add_argument("--dagger-from", type=Path, default=None,
                    help="DAgger: this checkpoint drives --dagger-episodes more pick episodes, each state labelled "
                         "by the state-based expert (usually the same checkpoint as --init-from)")
@@ -942,6 +981,7 @@ def main(argv: list[str] | None = None) -> int:
                       vision_steps=args.vision_steps, pointer_weight=args.pointer_weight,
                       look_weight=args.look_weight, init_from=args.init_from,
                       whole_action_tokens=args.whole_action_tokens,
+                      whole_number_tokens=args.whole_number_tokens, ordinal_sigma=args.ordinal_sigma,
                       data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
                                       wrist=args.wrist, miss_prob=args.miss_prob, expert=args.expert,
                                       policy=None if args.dagger_from is None else str(args.dagger_from),

@@ -198,3 +198,34 @@ def test_whole_action_tokens_spell_each_action_value_as_its_own_id():
                 if lo <= t < lo + 256]) < 7                          # the default spells them in byte pieces
     with pytest.raises(ValueError, match="fillers"):
         build_tiny_tokenizer(whole_action_tokens=True)
+
+
+def test_whole_number_tokens_make_each_coordinate_one_choice():
+    """The sim model's tokenizer with whole-number tokens: every coordinate 0..255 is one token, the grammar
+    offers the 256 of them as one choice, and its ids are how the tokenizer writes the trace in running text."""
+    whole = MolmoActTokenizer(build_tiny_tokenizer(bpe_vocab=1024, embedding_size=1280, trained_vocab=512,
+                                                   whole_action_tokens=True, whole_number_tokens=True))
+    g = GrammarTokens(whole)
+    g.tokenizer_for_tests = whole
+    assert g.number_ids is not None and len(set(g.number_ids)) == 256
+    assert list(g.number_ids[:10]) == g.digit                     # 0..9 are the digit tokens themselves
+    trace = [(242, 115), (0, 9), (10, 255), (99, 100), (7, 31)]
+    ids = list(g.trace_ids(trace))
+    n = len(trace)                                                 # one token per coordinate
+    assert len(ids) == 2 * n + n * len(g.comma) + (n - 1) * len(g.next_point) + len(g.end_trace)
+    assert [t for t in ids if t in g.number_of] == [g.number_ids[v] for p in trace for v in p]
+    pts = ",".join(f"[{x},{y}]" for x, y in trace)
+    assert whole.encode(f" is [{pts}].") == whole.encode(" is [[") + ids
+    acts = [whole.action_base_id - 256 + k for k in (0, 5, 127, 128, 200, 254, 255)]
+    parsed = parse_answer_ids(g, canonical_ids(g, [3] * 100, trace, acts))
+    assert parsed.trace == trace and parsed.action_token_ids == acts
+    program = reasoning_program(g)
+    step = next(program)
+    while isinstance(step, Forced) or step.segment == "depth":
+        step = program.send(None if isinstance(step, Forced) else g.depth_ids[0])
+    assert step.segment == "trace" and set(step.allowed) == set(g.number_ids)
+    with pytest.raises(AnswerParseError):                         # "256" is "25" then "6": not a comma
+        parse_answer_ids(g, canonical_ids(g, [3] * 100, [(256, 3)], acts))
+    with pytest.raises(ValueError, match="fillers"):
+        build_tiny_tokenizer(bpe_vocab=768, embedding_size=1024, trained_vocab=512, whole_action_tokens=True,
+                             whole_number_tokens=True)

@@ -265,10 +265,11 @@ def test_image_reliance_is_zero_for_a_model_blind_to_its_image(pieces):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("wrist", [False, True])
-def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path, wrist):
+@pytest.mark.parametrize("wrist, numbers", [(False, False), (True, True)])
+def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path, wrist, numbers):
     """Two runs from one seed give byte-identical weights; the runtime loads and runs the result (with
-    ``wrist``: a checkpoint that says it takes the front and wrist images, and reasons on both)."""
+    ``wrist``: a checkpoint that says it takes the front and wrist images, and reasons on both; with
+    ``numbers``: the bundled recipe's tokens, one per coordinate and per action value, and soft targets)."""
     from app.sim.datagen import DataConfig
     from app.sim.depth_vq import VQTrainConfig
     from app.sim.train import train
@@ -278,7 +279,8 @@ def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path, wr
     cfg = TrainConfig(steps=3, batch=4, shape=SMALL, log_every=1, vision_steps=2,
                       data=DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=8, workers=1, record_prob=1.0,
                                       wrist=wrist),
-                      vq=VQTrainConfig(steps=4, batch=4))
+                      vq=VQTrainConfig(steps=4, batch=4), whole_action_tokens=numbers, whole_number_tokens=numbers,
+                      ordinal_sigma=1.5 if numbers else 0.0)
     runs = [train(cfg, tmp_path / name, log=lambda m: None) for name in ("a", "b")]
     assert runs[0]["records"] == runs[1]["records"] == 16
     for name in ("model-00001-of-00001.safetensors", "vae-final.safetensors", "tokenizer.json", "config.json"):
@@ -288,6 +290,9 @@ def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path, wr
     images = [np.zeros((480, 640, 3), np.uint8), np.zeros((240, 320, 3), np.uint8)][:len(ck.cameras)]
     r = MolmoActDecoder(ck).reason(Observation(images, "pick up the red cube"))
     assert len(r.depth_codes) == 100 and r.unnorm_key == UNNORM_KEY and np.all(np.isfinite(r.action))
+    from model.grammar import GrammarTokens
+    assert (GrammarTokens(ck.tokenizer).number_ids is not None) == numbers
+    assert ck.training["ordinal_sigma"] == (1.5 if numbers else 0.0)
 
 
 @pytest.mark.slow
