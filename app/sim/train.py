@@ -16,8 +16,11 @@ Samples per recorded step (the reference trains half its data trajectory-conditi
 
 The command's defaults are the bundled checkpoint's recipe: ``--wrist`` (every sample has two images,
 front then wrist, with the reference's multi-image prompts; the trace, the look-up supervision and the
-pointer stay on the first), ``--expert servo`` (``ServoPickExpert`` for the pick tasks) and
-``--whole-action-tokens``. ``--no-wrist --expert script --no-whole-action-tokens`` is the earlier recipe.
+pointer stay on the first), ``--expert servo`` (``ServoPickExpert`` for the pick tasks),
+``--whole-action-tokens``, ``--whole-number-tokens`` (each trace coordinate one token) and ``--ordinal-sigma 1.5``
+(soft targets over the action bins and coordinates, ``app.sim.ordinal``). ``--no-whole-number-tokens
+--ordinal-sigma 0`` is the recipe of the checkpoint bundled before; adding ``--no-wrist --expert script
+--no-whole-action-tokens`` gives the earlier one.
 
 ``--init-from DIR`` continues a checkpoint this pipeline wrote (for example a GPU run, continued on the
 CPU or on other data) instead of starting from scratch: its weights, tokenizer and action normalization
@@ -930,6 +933,19 @@ def _cached_records(data_cfg: DataConfig, cache: Path | None, log) -> list[StepR
 
 
 def main(argv: list[str] | None = None) -> int:
+    cfg, args = parse_command(argv)
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    if args.data_only:
+        records = _cached_records(replace(cfg.data, seed=cfg.seed, image_side=IMAGE_SIDE, progress=True),
+                                  args.data_cache, log)
+        log(f"{len(records)} steps written to {args.data_cache}")
+        return 0
+    train(cfg, Path(args.out), log=log, data_cache=args.data_cache)
+    return 0
+
+
+def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    """The command line → the run's config (and the options that are not part of it)."""
     p = argparse.ArgumentParser(prog="python -m app.sim.train", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="assets/sim-molmoact")
     p.add_argument("--seed", type=int, default=0)
@@ -988,14 +1004,7 @@ def main(argv: list[str] | None = None) -> int:
                                       policy_episodes=args.dagger_episodes if args.dagger_from else 0,
                                       workers=args.workers),
                       vq=VQTrainConfig(steps=args.vq_steps))
-    log = lambda m: print(m, flush=True)  # noqa: E731
-    if args.data_only:
-        records = _cached_records(replace(cfg.data, seed=cfg.seed, image_side=IMAGE_SIDE, progress=True),
-                                  args.data_cache, log)
-        log(f"{len(records)} steps written to {args.data_cache}")
-        return 0
-    train(cfg, Path(args.out), log=log, data_cache=args.data_cache)
-    return 0
+    return cfg, args
 
 
 if __name__ == "__main__":

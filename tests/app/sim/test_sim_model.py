@@ -109,3 +109,23 @@ def test_dragged_trace_turns_the_action_toward_it_with_steer_text(station):
 def test_dragged_trace_turns_the_action_toward_it_with_steer_visual(station):
     cosines = _steering_cosines(station, "steer_visual")
     assert min(cosines) > 0.7, cosines
+
+
+def test_the_training_commands_defaults_are_the_bundled_checkpoints_recipe():
+    """``python -m app.sim.train`` with no options trains what ``assets/sim-molmoact`` was trained with."""
+    from app.sim.train import IMAGE_SIDE, parse_command
+    from model.checkpoint import load_checkpoint
+    from model.grammar import GrammarTokens
+    cfg, _ = parse_command([])
+    bundled = load_checkpoint(BUNDLED)
+    made = bundled.training
+    assert (made["seed"], made["steps"], made["batch"], made["lr"], made["vision_steps"], made["device"]) == \
+        (cfg.seed, cfg.steps, cfg.batch, cfg.lr, cfg.vision_steps, cfg.device)
+    assert (made["expert"], made["whole_number_tokens"], made["ordinal_sigma"]) == \
+        (cfg.data.expert, cfg.whole_number_tokens, cfg.ordinal_sigma)
+    assert bundled.cameras == (("front", "wrist") if cfg.data.wrist else ("front",))
+    gt = GrammarTokens(bundled.tokenizer)
+    assert (gt.number_ids is not None) == cfg.whole_number_tokens
+    lo = bundled.tokenizer.action_base_id - 256
+    assert (bundled.tokenizer.encode(bundled.tokenizer.id_to_token(lo + 7)) == [lo + 7]) == cfg.whole_action_tokens
+    assert json.loads((BUNDLED / "preprocessor_config.json").read_text())["base_image_input_size"] == [IMAGE_SIDE] * 2
