@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.sim.datagen import LOCATED, DataConfig, StepRecord, generate
-from app.sim.ordinal import OrdinalTargets, smooth_rows_
 from app.sim.depth_vq import VQTrainConfig, encode_all, fit_encoder, train_depth_vqvae
+from app.sim.ordinal import OrdinalTargets, smooth_rows_
 from app.sim.tasks import EXPERTS, TASKS
 from model.actions import ActionStats, ActionTokenizer, encode_actions
 from model.checkpoint import DEPTH_FILES, LoadedCheckpoint, init_random_, load_checkpoint, preprocessor_config_dict, \
