@@ -17,10 +17,10 @@ Samples per recorded step (the reference trains half its data trajectory-conditi
 The command's defaults are the bundled checkpoint's recipe: ``--wrist`` (every sample has two images,
 front then wrist, with the reference's multi-image prompts; the trace, the look-up supervision and the
 pointer stay on the first), ``--expert servo`` (``ServoPickExpert`` for the pick tasks),
-``--whole-action-tokens``, ``--whole-number-tokens`` (each trace coordinate one token) and ``--ordinal-sigma 1.5``
-(soft targets over the action bins and coordinates, ``app.sim.ordinal``). ``--no-whole-number-tokens
---ordinal-sigma 0`` is the recipe of the checkpoint bundled before; adding ``--no-wrist --expert script
---no-whole-action-tokens`` gives the earlier one.
+``--whole-action-tokens`` and ``--whole-number-tokens`` (each trace coordinate one token).
+``--ordinal-sigma 1.5`` adds soft targets over the action bins and coordinates (``app.sim.ordinal``; tried, not
+bundled). ``--no-whole-number-tokens`` is the recipe of the checkpoint bundled before; adding ``--no-wrist
+--expert script --no-whole-action-tokens`` gives the earlier one.
 
 ``--init-from DIR`` continues a checkpoint this pipeline wrote (for example a GPU run, continued on the
 CPU or on other data) instead of starting from scratch: its weights, tokenizer and action normalization
@@ -977,9 +977,9 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                    help="the tokenizer spells each action value as its one action id (the bundled recipe)")
     p.add_argument("--whole-number-tokens", action=argparse.BooleanOptionalAction, default=True,
                    help="the tokenizer spells each trace coordinate 0..255 as one token (the bundled recipe)")
-    p.add_argument("--ordinal-sigma", type=float, default=1.5,
-                   help="soft Gaussian targets of this width (in ids) over the action bins and the coordinates, "
-                        "and their embedding rows start smooth in the value (the bundled recipe); 0: one-hot")
+    p.add_argument("--ordinal-sigma", type=float, default=0.0,
+                   help="> 0: soft Gaussian targets of this width (in ids) over the action bins and the coordinates, "
+                        "and their embedding rows start smooth in the value; 0 (the bundled recipe): one-hot")
     p.add_argument("--dagger-from", type=Path, default=None,
                    help="DAgger: this checkpoint drives --dagger-episodes more pick episodes, each state labelled "
                         "by the state-based expert (usually the same checkpoint as --init-from)")
