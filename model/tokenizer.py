@@ -155,9 +155,11 @@ def build_tiny_tokenizer(bpe_vocab: int = 512, embedding_size: int = 768, traine
     if tok.get_vocab_size() != trained_vocab:
         raise TokenizerError(f"tiny BPE trained to {tok.get_vocab_size()} ids, wanted {trained_vocab}")
     numbers = [str(v) for v in range(10, NUMBER_TOKENS)] if whole_number_tokens else []
-    if bpe_vocab - trained_vocab < (256 if whole_action_tokens else 0) + len(numbers):
-        raise TokenizerError(f"whole_action_tokens / whole_number_tokens need {256 + len(numbers)} fillers "
-                             f"(bpe_vocab >= trained_vocab + {256 + len(numbers)})")
+    # the number fillers sit below the 256 action fillers, so either option needs all of those
+    needed = 256 + len(numbers) if (numbers or whole_action_tokens) else 0
+    if bpe_vocab - trained_vocab < needed:
+        raise TokenizerError(f"whole_action_tokens / whole_number_tokens need {needed} fillers "
+                             f"(bpe_vocab >= trained_vocab + {needed})")
     if bpe_vocab > trained_vocab:
         tok = _with_fillers(tok, bpe_vocab, named=numbers)
     if numbers:

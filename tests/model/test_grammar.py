@@ -226,6 +226,7 @@ def test_whole_number_tokens_make_each_coordinate_one_choice():
     assert step.segment == "trace" and set(step.allowed) == set(g.number_ids)
     with pytest.raises(AnswerParseError):                         # "256" is "25" then "6": not a comma
         parse_answer_ids(g, canonical_ids(g, [3] * 100, [(256, 3)], acts))
-    with pytest.raises(ValueError, match="fillers"):
-        build_tiny_tokenizer(bpe_vocab=768, embedding_size=1024, trained_vocab=512, whole_action_tokens=True,
-                             whole_number_tokens=True)
+    for whole_actions in (True, False):     # the numbers' fillers sit below the 256 action fillers either way
+        with pytest.raises(ValueError, match="need 502 fillers"):
+            build_tiny_tokenizer(bpe_vocab=768, embedding_size=1280, trained_vocab=512,
+                                 whole_action_tokens=whole_actions, whole_number_tokens=True)
