@@ -428,12 +428,13 @@ class ServoPickExpert(Expert):
         else:
             path = [p, *self.funnel_path(p, obj)[1:], np.array([obj[0], obj[1], lift_z])]
             wp = Waypoint(self.funnel_target(p, obj), self._yaw, 0.0, speed=self._speed(p, obj))
-        if self.done:
+        done = self.done
+        if done:
             action = np.zeros(7)
             action[6] = 1.0
         else:
             action = self._toward(wp, pose)
-        return ExpertStep(action, self.project_path(np.array(path)), self.done, 0)
+        return ExpertStep(action, self.project_path(np.array(path)), done, 0)
 
     def funnel_path(self, p: np.ndarray, obj: np.ndarray, max_steps: int = 40) -> list[np.ndarray]:
         """Where the law would take the TCP from ``p`` (no physics): p, ..., the grasp point."""
@@ -447,7 +448,6 @@ class ServoPickExpert(Expert):
             dist = float(np.linalg.norm(err))
             pts.append(q + (err if dist <= speed else err * (speed / dist)))
         return pts
-
 
 
 def width_across_fingers(half_size: tuple[float, ...], relative_yaw: float) -> float:

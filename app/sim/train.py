@@ -55,7 +55,7 @@ from model.depth import save_depth_decoder
 from model.grammar import GrammarTokens
 from model.molmoact import MolmoAct
 from model.processor import MolmoActProcessor, PROMPTS, chat_text, reasoning_prompt, steering_prompt
-from model.tokenizer import MolmoActTokenizer, build_tiny_tokenizer, save_tokenizer
+from model.tokenizer import NUMBER_TOKENS, MolmoActTokenizer, build_tiny_tokenizer, save_tokenizer
 
 UNNORM_KEY = "sim"                 # the action adapter's preset for the simulated cell
 IMAGE_SIDE = 168                   # 12x12 patches of 14 px
@@ -88,8 +88,8 @@ class ModelShape:
 
 
 def shape_with_numbers(shape: ModelShape) -> ModelShape:
-    """Room for the 246 whole-number fillers (10..255) between the learned BPE ids and the action ids."""
-    bpe = shape.trained_vocab + 256 + 246
+    """Room for the whole-number fillers (10..255) between the learned BPE ids and the action ids."""
+    bpe = shape.trained_vocab + 256 + (NUMBER_TOKENS - 10)
     extra = max(0, bpe - shape.bpe_vocab)
     return replace(shape, bpe_vocab=max(bpe, shape.bpe_vocab),
                    embedding_size=shape.embedding_size + -(-extra // 64) * 64)
