@@ -316,8 +316,13 @@ def _worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | None]]
 def generate(cfg: DataConfig) -> list[StepRecord]:
     """All records, in episode order whatever the worker count."""
     plan = list(enumerate(episode_plan(cfg)))
-    if cfg.workers <= 1:
-        return _worker((cfg, plan))
+    if cfg.workers <= 1:        # in this process: the worker's one-thread setting must not outlive it
+        import torch
+        threads = torch.get_num_threads()
+        try:
+            return _worker((cfg, plan))
+        finally:
+            torch.set_num_threads(threads)
     chunks = [plan[i::cfg.workers] for i in range(cfg.workers)]
     with mp.get_context("spawn").Pool(cfg.workers) as pool:
         parts = pool.map(_worker, [(cfg, c) for c in chunks])

@@ -124,7 +124,44 @@ class TrainConfig:
     whole_action_tokens: bool = False   # each action value one token (see build_tiny_tokenizer)
     whole_number_tokens: bool = False   # each trace coordinate one token (see build_tiny_tokenizer)
     ordinal_sigma: float = 0.0     # > 0: soft Gaussian targets over ordered ids, in ids (see OrdinalTargets)
+    precision: str = "auto"        # "fp32" | "bf16" (autocast) | "auto": bf16 where the device has it (see resolve_precision)
     log_every: int = 50
+
+
+# ------------------------------------------------------------------------------ precision
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def bf16_native(device: str) -> bool:
+    """Whether ``device`` multiplies bf16 in hardware: a CUDA GPU that supports it, or a CPU with AVX-512 BF16
+    or AMX. Elsewhere bf16 is emulated and slower than fp32."""
+    if str(device).startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` → ``bf16`` where the device multiplies it natively, else ``fp32``.
+
+    Why bf16: on the 2-core CPU machine (AVX-512 BF16) a training step takes 0.43 s instead of 0.50 s, with the
+    same losses to three decimals over 100 steps. The weights, the optimizer and the saved checkpoint stay fp32;
+    autocast runs the matrix products (and attention) in bf16. A run is deterministic from its seed on one
+    machine either way; ``config.json`` records which precision it used."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if bf16_native(device) else "fp32"
+    return precision
+
+
+def autocast(precision: str, device: str):
+    """The context a forward pass runs in: bf16 autocast, or nothing (fp32)."""
+    import contextlib
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
 
 # ------------------------------------------------------------------------------ model pieces
@@ -510,10 +547,12 @@ def pretrain_vision(model: MolmoAct, probe: LocationProbe, records: list[StepRec
         located = np.stack([located_of(records[i]) for i in picks])
         if wrist_probe is not None:
             images = np.stack([images, np.stack([records[i].wrist for i in picks])], 1)
-        feats, scale_penalty, _ = image_features(model, images, pooled_one, patches, cfg.device)
         wrist_located = np.stack([records[i].wrist_objects for i in picks]) if wrist_probe is not None else None
-        probe_loss, error = probe_losses(probe, wrist_probe, feats.view(len(picks), -1, TOKENS_PER_IMAGE, feats.shape[-1]),
-                                         located, wrist_located, cfg.device)
+        with autocast(cfg.precision, cfg.device):
+            feats, scale_penalty, _ = image_features(model, images, pooled_one, patches, cfg.device)
+            probe_loss, error = probe_losses(probe, wrist_probe,
+                                             feats.view(len(picks), -1, TOKENS_PER_IMAGE, feats.shape[-1]),
+                                             located, wrist_located, cfg.device)
         loss = probe_loss + SCALE_PENALTY * scale_penalty
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -646,6 +685,8 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     if str(cfg.device).startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True     # fp32 weights, TF32 tensor-core products
         torch.backends.cudnn.allow_tf32 = True
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, cfg.device))
+    log(f"precision: {cfg.precision} on {cfg.device}")
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -763,9 +804,10 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     def train_step(net: MolmoAct, aux: dict, opt, named, batch, lr):
         for g in opt.param_groups:
             g["lr"] = lr
-        loss, info = batch_loss(net, batch, pooled_one, patches, tokenizer.ids.eos, cfg.device, aux["probe"],
-                                cfg.probe_weight, aux["pointer"], cfg.pointer_weight, cfg.look_weight,
-                                aux["wrist_probe"], ordinal)
+        with autocast(cfg.precision, cfg.device):
+            loss, info = batch_loss(net, batch, pooled_one, patches, tokenizer.ids.eos, cfg.device, aux["probe"],
+                                    cfg.probe_weight, aux["pointer"], cfg.pointer_weight, cfg.look_weight,
+                                    aux["wrist_probe"], ordinal)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.clip)
@@ -810,7 +852,8 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
                             "device": str(cfg.device), "lr": cfg.lr,
                             "vision_steps": vision_steps, "batch": cfg.batch, "records": len(records),
                             "expert": cfg.data.expert, "whole_number_tokens": cfg.whole_number_tokens,
-                            "ordinal_sigma": cfg.ordinal_sigma}
+                            "ordinal_sigma": cfg.ordinal_sigma, "miss_prob": cfg.data.miss_prob,
+                            "precision": cfg.precision}
     if base is not None:
         cfg_dict["training"]["init_from"] = {"path": str(cfg.init_from), "head_warmup": cfg.head_warmup,
                                              "training": base.training}
@@ -987,6 +1030,9 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue training this checkpoint of the pipeline (its tokenizer, action normalization "
                         "and depth codes are kept; no vision pre-training)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="bf16 autocast or fp32 for the vision pre-training and the model (auto: bf16 where the "
+                        "device multiplies it natively)")
     p.add_argument("--data-cache", type=Path, default=None,
                    help="pickle of the generated data, reused when the data settings match (outside the repo)")
     args = p.parse_args(argv)
@@ -998,7 +1044,7 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                       look_weight=args.look_weight, init_from=args.init_from,
                       whole_action_tokens=args.whole_action_tokens,
                       whole_number_tokens=args.whole_number_tokens, ordinal_sigma=args.ordinal_sigma,
-                      data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
+                      precision=args.precision, data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
                                       wrist=args.wrist, miss_prob=args.miss_prob, expert=args.expert,
                                       policy=None if args.dagger_from is None else str(args.dagger_from),
                                       policy_episodes=args.dagger_episodes if args.dagger_from else 0,

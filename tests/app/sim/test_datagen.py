@@ -139,6 +139,32 @@ def test_a_missed_grasp_is_labelled_by_the_expert_and_recovered_from(front_cell)
     np.testing.assert_allclose(plan[1].position[:2], front_cell.object_position("red_cube")[:2] + [0.03, 0.0])
 
 
+def test_a_missed_grasp_with_the_servo_expert_is_labelled_by_its_law_and_recovered_from(front_cell):
+    """The bundled recipe's expert: in the states beside the object that the miss visits, low with the fingers
+    open, the law's label climbs back toward the funnel (never "descend here"), and the cube ends up lifted."""
+    from app.sim.tasks import ServoPickExpert
+    cfg = DataConfig(max_steps=90, record_prob=1.0, miss_prob=1.0, noise_m=0.0, expert="servo")
+    recs = run_episode(front_cell, 11, "pick_red_cube", None, cfg, 0)
+    assert TASKS["pick_red_cube"].success(front_cell)
+    assert recs[0].own_action[6] == 0.0
+    # replay the miss and read the law where the hand is low beside the cube with its fingers open
+    from app.sim.datagen import BesideExpert
+    front_cell.reset(11, "pick_red_cube")
+    miss = BesideExpert(TASKS["pick_red_cube"], front_cell, offset=np.array([0.0, 0.035, 0.0]))
+    climbs = 0
+    for _ in range(40):
+        step = miss.act()
+        p, obj = front_cell.ee_pose().position, front_cell.object_position("red_cube")
+        label = ServoPickExpert(TASKS["pick_red_cube"], front_cell).act()
+        if np.hypot(*(p[:2] - obj[:2])) > 0.025 and p[2] < 0.06 and front_cell.gripper_command < 0.5:
+            assert label.action[2] > 0 and label.action[6] == 0.0
+            climbs += 1
+        if step.done:
+            break
+        front_cell.step(step.action)
+    assert climbs >= 3
+
+
 class DownAndClosedPolicy:
     """Stands in for a checkpoint in the DAgger data path: a fixed command whatever it sees (sinks
     straight down with the fingers closed, which no scripted episode does)."""

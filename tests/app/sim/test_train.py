@@ -265,11 +265,12 @@ def test_image_reliance_is_zero_for_a_model_blind_to_its_image(pieces):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("wrist, numbers", [(False, False), (True, True)])
-def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path, wrist, numbers):
+@pytest.mark.parametrize("wrist, numbers, precision", [(False, False, "fp32"), (True, True, "bf16")])
+def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path, wrist, numbers, precision):
     """Two runs from one seed give byte-identical weights; the runtime loads and runs the result (with
     ``wrist``: a checkpoint that says it takes the front and wrist images, and reasons on both; with
-    ``numbers``: the bundled recipe's tokens, one per coordinate and per action value, and soft targets)."""
+    ``numbers``: the bundled recipe's tokens, one per coordinate and per action value, and soft targets;
+    with bf16 autocast the saved weights are still fp32)."""
     from app.sim.datagen import DataConfig
     from app.sim.depth_vq import VQTrainConfig
     from app.sim.train import train
@@ -280,7 +281,7 @@ def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path, wr
                       data=DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=8, workers=1, record_prob=1.0,
                                       wrist=wrist),
                       vq=VQTrainConfig(steps=4, batch=4), whole_action_tokens=numbers, whole_number_tokens=numbers,
-                      ordinal_sigma=1.5 if numbers else 0.0)
+                      ordinal_sigma=1.5 if numbers else 0.0, precision=precision)
     runs = [train(cfg, tmp_path / name, log=lambda m: None) for name in ("a", "b")]
     assert runs[0]["records"] == runs[1]["records"] == 16
     for name in ("model-00001-of-00001.safetensors", "vae-final.safetensors", "tokenizer.json", "config.json"):
@@ -293,6 +294,40 @@ def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path, wr
     from model.grammar import GrammarTokens
     assert (GrammarTokens(ck.tokenizer).number_ids is not None) == numbers
     assert ck.training["ordinal_sigma"] == (1.5 if numbers else 0.0)
+    assert ck.training["precision"] == precision
+    assert all(t.dtype == torch.float32 for t in ck.model.state_dict().values() if t.is_floating_point())
+
+
+def test_precision_auto_is_bf16_only_where_the_device_has_it_natively():
+    from app.sim.train import bf16_native, resolve_precision
+    assert resolve_precision("auto", "cpu") == ("bf16" if bf16_native("cpu") else "fp32")
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision("fp16", "cpu")
+
+
+def test_a_bf16_autocast_step_has_the_fp32_loss_and_fp32_gradients(pieces):
+    """Autocast runs the products in bf16 but the loss it returns and the gradients the fp32 weights get
+    are those of the fp32 step, to bf16's precision."""
+    from app.sim.train import autocast
+    tokenizer, processor, stats_dict, _, builder, recs = pieces
+    torch.manual_seed(0)
+    model = small_model(tokenizer, stats_dict)
+    batch = [builder.build(r, np.arange(100) % 7, k) for r, k in zip(recs, ("reason", "visual", "reason_alt",
+                                                                            "reason"))]
+    one = processor([builder.blank], "x")
+    results = []
+    for precision in ("fp32", "bf16"):
+        model.zero_grad()
+        with autocast(precision, "cpu"):
+            loss, _ = batch_loss(model, batch, one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos)
+        loss.backward()
+        grad = model.lm_head.weight.grad.clone()
+        results.append((loss.dtype, float(loss.detach()), grad))
+    (d32, l32, g32), (d16, l16, g16) = results
+    assert d32 == d16 == torch.float32 and g16.dtype == torch.float32
+    assert abs(l16 - l32) < 0.02 * abs(l32)
+    assert float(torch.nn.functional.cosine_similarity(g16.flatten(), g32.flatten(), dim=0)) > 0.98
 
 
 @pytest.mark.slow
