@@ -67,6 +67,7 @@ PROBE_WEIGHT = 0.5                 # the training-only location probe's loss (se
 POINTER_WEIGHT = 3.0               # the training-only pointer head's loss (see PointerHead)
 LOOK_WEIGHT = 0.3                  # attention supervision of one LLM head (see look_loss)
 LOOK_HEAD = 0                      # ... that head, in the middle block (see look_attention)
+WRIST_LOOK_HEAD = 1                # the wrist look-up's head, same block (see Example.wrist_look_at)
 TOKENS_PER_IMAGE = TOKEN_GRID ** 2
 
 
@@ -110,6 +111,7 @@ class TrainConfig:
     probe_weight: float = PROBE_WEIGHT
     pointer_weight: float = POINTER_WEIGHT
     look_weight: float = LOOK_WEIGHT
+    wrist_look_weight: float = 0.0   # > 0: the wrist look-up (see Example.wrist_look_at), with two images
     vision_steps: int = 2000       # stage 1: vision tower + location probe only (see pretrain_vision)
     vision_lr: float = 2e-3
     clip: float = 0.5              # gradient-norm clip; at 1.0 the from-scratch ViT diverges at lr 2e-3
@@ -230,6 +232,8 @@ class Example:
     pointer_target: np.ndarray | None = None   # [2, 2] model space: where the answer goes, and the TCP
     extra_images: tuple[np.ndarray, ...] = ()   # the other cameras' images, in prompt order (the wrist)
     wrist_located: np.ndarray | None = None     # [len(LOCATED), 2] in the wrist image, NaN: not in view
+    wrist_look_at: int | None = None    # the wrist image token that holds the named object (see wrist_look_position)
+    action_span: tuple[int, int] | None = None  # the positions whose next token is an action value (first, last)
 
     @property
     def images(self) -> np.ndarray:
@@ -239,6 +243,14 @@ class Example:
     def look_position(self, image_patch_id: int) -> int:
         """Where in ``ids`` the ``look_at`` image token sits."""
         return int(np.flatnonzero(np.asarray(self.ids) == image_patch_id)[self.look_at])
+
+    def wrist_look_position(self, image_patch_id: int) -> int:
+        """Where in ``ids`` the ``wrist_look_at`` token sits: the second image's tokens follow the first's.
+
+        Why a wrist look-up: the last centimetres of a grasp are what the front camera cannot show (a 6x6 token
+        grid over the whole cell, the hand in front of the object), and the wrist view shows them large. From
+        the positions that write the action, one head should read the wrist token that holds the named object."""
+        return int(np.flatnonzero(np.asarray(self.ids) == image_patch_id)[TOKENS_PER_IMAGE + self.wrist_look_at])
 
     @property
     def look_at(self) -> int | None:
@@ -304,10 +316,25 @@ class SampleBuilder:
         pointer_at = len(ids) - 1                    # before the trace: where the named object is
         add(gt.trace_ids([tuple(map(int, p)) for p in trace]), trace_w)
         add(gt.action_prefix, w["other"])
+        first_action = len(ids)
         add(self.action_ids(action), w["action"])
         named = None if rec.objects_model is None else rec.objects_model[LOCATED.index(TASKS[rec.task].target)]
+        # the wrist look-up where the action goes to the named object: not a forced other trace, not a steer episode
+        wrist_look = None if (alt or rec.steer_episode) else wrist_token(wrist_located, TASKS[rec.task].target)
         return Example(ids, weights, rec.image, located, pointer_at=pointer_at, pointer_from=len(prompt) - 1,
-                       pointer_target=_pointer_target(named, rec), extra_images=extra, wrist_located=wrist_located)
+                       pointer_target=_pointer_target(named, rec), extra_images=extra, wrist_located=wrist_located,
+                       wrist_look_at=wrist_look, action_span=(first_action - 1, len(ids) - 2))
+
+
+def wrist_token(wrist_located: np.ndarray | None, name: str) -> int | None:
+    """The wrist image token (row-major over the pooled grid) whose cell holds ``name``; None when out of view."""
+    if wrist_located is None or name not in LOCATED:
+        return None
+    xy = np.asarray(wrist_located[LOCATED.index(name)], float)
+    if not np.all(np.isfinite(xy)):
+        return None
+    col, row = np.clip((xy / (256.0 / TOKEN_GRID)).astype(int), 0, TOKEN_GRID - 1)
+    return int(row * TOKEN_GRID + col)
 
 
 def ordinal_groups(gt: GrammarTokens) -> list[tuple[int, ...]]:
@@ -433,7 +460,7 @@ def look_attention(model: MolmoAct) -> nn.Module:
 
 
 def look_loss(model: MolmoAct, attn_in: tuple[torch.Tensor, torch.Tensor, torch.Tensor], ids: torch.Tensor,
-              rows: list[tuple[int, Example]]) -> tuple[torch.Tensor, torch.Tensor]:
+              rows: list[tuple[int, Example]], wrist: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention supervision: head ``LOOK_HEAD`` of ``look_attention``, from every answer position the
     pointer reads, should attend to the image token whose cell holds the named object (the drawn line's end).
 
@@ -442,16 +469,26 @@ def look_loss(model: MolmoAct, attn_in: tuple[torch.Tensor, torch.Tensor, torch.
     (query: "red cube"; key: a token where the probe says red cube) directly. ``attn_in`` is that
     attention's input (x, cos, sin) for the group's batch ``ids``; returns per row of ``rows`` (mean -log p
     of the token over the positions read, whether the last position attends most to it). Batched over the
-    rows: one [R, S, S] score tensor, not a loop of small ops per sample."""
+    rows: one [R, S, S] score tensor, not a loop of small ops per sample.
+
+    With ``wrist``: head ``WRIST_LOOK_HEAD``, from the positions that write the action, to the wrist token
+    that holds the named object (``Example.wrist_look_position``)."""
     attn = look_attention(model)
     q, k, _ = attn.qkv(*attn_in)
-    kv_head = LOOK_HEAD // (attn.n_heads // attn.n_kv)
+    head = WRIST_LOOK_HEAD if wrist else LOOK_HEAD
+    kv_head = head // (attn.n_heads // attn.n_kv)
     index = torch.tensor([row for row, _ in rows], device=q.device)
-    q, k = q[index, LOOK_HEAD], k[index, kv_head]                            # [R, S, d]
+    q, k = q[index, head], k[index, kv_head]                                 # [R, S, d]
     s = q.shape[1]
-    target = torch.tensor([e.look_position(model.cfg.image_patch_id) for _, e in rows], device=q.device)   # [R]
-    first = torch.tensor([e.pointer_from for _, e in rows], device=q.device)[:, None]
-    last = torch.tensor([e.pointer_at for _, e in rows], device=q.device)[:, None]
+    pid = model.cfg.image_patch_id
+    if wrist:
+        target = torch.tensor([e.wrist_look_position(pid) for _, e in rows], device=q.device)
+        spans = [e.action_span for _, e in rows]
+    else:
+        target = torch.tensor([e.look_position(pid) for _, e in rows], device=q.device)    # [R]
+        spans = [(e.pointer_from, e.pointer_at) for _, e in rows]
+    first = torch.tensor([a for a, _ in spans], device=q.device)[:, None]
+    last = torch.tensor([b for _, b in spans], device=q.device)[:, None]
     pos = torch.arange(s, device=q.device)
     scores = (q @ k.transpose(1, 2)) / math.sqrt(q.shape[-1])                              # [R, S(q), S(k)]
     causal = pos[None, :] <= pos[:, None]
@@ -571,8 +608,8 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
                pad_id: int, device: torch.device | str = "cpu", probe: LocationProbe | None = None,
                probe_weight: float = PROBE_WEIGHT, pointer: PointerHead | None = None,
                pointer_weight: float = POINTER_WEIGHT, look_weight: float = 0.0,
-               wrist_probe: LocationProbe | None = None, ordinal: OrdinalTargets | None = None
-               ) -> tuple[torch.Tensor, dict[str, float]]:
+               wrist_probe: LocationProbe | None = None, ordinal: OrdinalTargets | None = None,
+               wrist_look_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Teacher-forced weighted cross-entropy of a batch (right-padded; causal so padding is inert).
     The LLM runs once per length group (see ``length_groups``); the vision tower once for all. With
     ``ordinal`` the trace coordinates and action values get soft targets (see ``app.sim.ordinal``)."""
@@ -588,9 +625,11 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
     pointer_errors: list[torch.Tensor] = []
     look_losses: list[torch.Tensor] = []
     look_hits: list[torch.Tensor] = []
+    wrist_losses: list[torch.Tensor] = []
+    wrist_hits: list[torch.Tensor] = []
     captured: list[tuple] = []
     hook = None
-    if look_weight > 0:
+    if look_weight > 0 or wrist_look_weight > 0:
         hook = look_attention(model).register_forward_pre_hook(
             lambda _module, args: captured.append(args[:3]))
     try:
@@ -606,10 +645,16 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
             group_feats = per_image[torch.tensor(group, device=per_image.device)].reshape(-1, feats.shape[-1])
             hidden = model(model.add_image_features(model.model.transformer.wte(ids), ids, group_feats))
             looked = [(row, examples[i]) for row, i in enumerate(group) if examples[i].look_at is not None]
-            if captured and looked:
-                per_row, hit = look_loss(model, captured.pop(), ids, looked)
+            if captured and looked and look_weight > 0:
+                per_row, hit = look_loss(model, captured[-1], ids, looked)
                 look_losses.append(per_row)
                 look_hits.append(hit)
+            wrist_looked = [(row, examples[i]) for row, i in enumerate(group)
+                            if examples[i].wrist_look_at is not None and examples[i].action_span is not None]
+            if captured and wrist_looked and wrist_look_weight > 0:
+                per_row, hit = look_loss(model, captured[-1], ids, wrist_looked, wrist=True)
+                wrist_losses.append(per_row)
+                wrist_hits.append(hit)
             captured.clear()
             logits = model.logits(hidden[:, :-1])
             target, w = ids[:, 1:].clamp(max=logits.shape[-1] - 1), wts[:, 1:]   # image specials: weight 0
@@ -646,6 +691,11 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
         loss = loss + look_weight * look
         info["look_loss"] = round(float(look.detach()), 4)
         info["look_acc"] = round(float(torch.cat(look_hits).mean()), 3)
+    if wrist_losses:
+        wrist_look = torch.cat(wrist_losses).mean()
+        loss = loss + wrist_look_weight * wrist_look
+        info["wrist_look_loss"] = round(float(wrist_look.detach()), 4)
+        info["wrist_look_acc"] = round(float(torch.cat(wrist_hits).mean()), 3)
     if probe is not None and all(e.located is not None for e in examples):
         wrist_located = (np.stack([e.wrist_located for e in examples])
                          if wrist_probe is not None and all(e.wrist_located is not None for e in examples) else None)
@@ -807,7 +857,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
         with autocast(cfg.precision, cfg.device):
             loss, info = batch_loss(net, batch, pooled_one, patches, tokenizer.ids.eos, cfg.device, aux["probe"],
                                     cfg.probe_weight, aux["pointer"], cfg.pointer_weight, cfg.look_weight,
-                                    aux["wrist_probe"], ordinal)
+                                    aux["wrist_probe"], ordinal, cfg.wrist_look_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.clip)
@@ -853,6 +903,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
                             "vision_steps": vision_steps, "batch": cfg.batch, "records": len(records),
                             "expert": cfg.data.expert, "whole_number_tokens": cfg.whole_number_tokens,
                             "ordinal_sigma": cfg.ordinal_sigma, "miss_prob": cfg.data.miss_prob,
+                            "wrist_look_weight": cfg.wrist_look_weight,
                             "precision": cfg.precision}
     if base is not None:
         cfg_dict["training"]["init_from"] = {"path": str(cfg.init_from), "head_warmup": cfg.head_warmup,
@@ -1007,6 +1058,9 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
     p.add_argument("--vision-steps", type=int, default=TrainConfig.vision_steps)
     p.add_argument("--pointer-weight", type=float, default=TrainConfig.pointer_weight)
     p.add_argument("--look-weight", type=float, default=TrainConfig.look_weight)
+    p.add_argument("--wrist-look-weight", type=float, default=TrainConfig.wrist_look_weight,
+                   help="attention supervision of a second head toward the named object in the wrist image, "
+                        "from the positions that write the action (with --wrist)")
     p.add_argument("--workers", type=int, default=DataConfig.workers)
     p.add_argument("--miss-prob", type=float, default=DataConfig.miss_prob,
                    help="share of pick/place episodes that first close beside the object, then recover")
@@ -1041,7 +1095,8 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
     cfg = TrainConfig(seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr, device=args.device,
                       train_seconds=args.train_seconds, threads=args.threads,
                       vision_steps=args.vision_steps, pointer_weight=args.pointer_weight,
-                      look_weight=args.look_weight, init_from=args.init_from,
+                      look_weight=args.look_weight, wrist_look_weight=args.wrist_look_weight,
+                      init_from=args.init_from,
                       whole_action_tokens=args.whole_action_tokens,
                       whole_number_tokens=args.whole_number_tokens, ordinal_sigma=args.ordinal_sigma,
                       precision=args.precision, data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,

@@ -523,6 +523,55 @@ def test_the_wrist_image_reaches_the_loss_and_its_probe_skips_what_it_does_not_s
     assert torch.isfinite(error).all() and float(error[1:].abs().sum()) == 0.0
 
 
+def test_the_wrist_look_target_is_the_named_objects_wrist_token_read_where_the_action_is_written(pieces):
+    from app.sim.train import wrist_token
+    tokenizer, processor, _, stats, _, recs = pieces
+    builder = SampleBuilder(tokenizer, processor, stats, TrainConfig().loss_weights, n_images=2)
+    rec = with_wrist(recs[1], 90)                       # red cube (the instruction's) in view
+    ex = builder.build(rec, np.arange(100) % 7, "reason")
+    red = rec.wrist_objects[LOCATED.index("red_cube")]
+    cell = 256 / TOKEN_GRID
+    assert ex.wrist_look_at == wrist_token(rec.wrist_objects, "red_cube") == \
+        int(red[1] // cell) * TOKEN_GRID + int(red[0] // cell)
+    patches = np.flatnonzero(np.asarray(ex.ids) == tokenizer.ids.im_patch)
+    assert ex.wrist_look_position(tokenizer.ids.im_patch) == patches[TOKEN_GRID ** 2 + ex.wrist_look_at]
+    first, last = ex.action_span                         # the positions whose next token is the action's text
+    action_w = TrainConfig().loss_weights["action"]
+    assert all(ex.weights[i + 1] == action_w for i in range(first, last + 1))
+    assert ex.weights[first] != action_w and last + 2 == len(ex.ids)
+    # no wrist look-up where the action is not toward the named object, or where it is out of view
+    assert builder.build(rec, np.arange(100) % 7, "reason_alt").wrist_look_at is None
+    assert builder.build(replace(rec, steer_episode=True), np.arange(100) % 7, "reason").wrist_look_at is None
+    assert builder.build(rec, np.arange(100) % 7, "visual").wrist_look_at is None
+    unseen = with_wrist(recs[1], 90, seen=0)
+    assert builder.build(unseen, np.arange(100) % 7, "reason").wrist_look_at is None
+
+
+def test_the_wrist_look_loss_teaches_its_own_head_to_read_the_wrist_image(pieces):
+    from app.sim.train import LOOK_HEAD, WRIST_LOOK_HEAD
+    assert WRIST_LOOK_HEAD != LOOK_HEAD
+    tokenizer, processor, stats_dict, stats, _, recs = pieces
+    builder = SampleBuilder(tokenizer, processor, stats, TrainConfig().loss_weights, n_images=2)
+    torch.manual_seed(0)
+    model = small_model(tokenizer, stats_dict)
+    batch = [builder.build(replace(with_wrist(r, 0), wrist=recs[i - 1].image), np.arange(100) % 7, "reason")
+             for i, r in enumerate(recs)]
+    one = processor([builder.blank] * 2, "x")
+    args = (one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss, info = batch_loss(model, batch, *args, wrist_look_weight=5.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(info["wrist_look_loss"])
+    assert "look_loss" not in info                      # the front look-up is its own option
+    assert losses[0] > 4.0 and losses[-1] < 0.5 * losses[0] and info["wrist_look_acc"] == 1.0
+    _, plain = batch_loss(model, batch, *args)
+    assert "wrist_look_loss" not in plain
+
+
 def test_the_data_cache_key_follows_the_policys_weights_not_its_path(tmp_path):
     """DAgger data depends on what the driving checkpoint does: a copy of it reuses the cache, other
     weights do not."""
