@@ -104,7 +104,8 @@ class TrainConfig:
     lr: float = 2e-3
     warmup: int = 150
     weight_decay: float = 0.01
-    mix: tuple[float, float, float] = (0.45, 0.25, 0.3)   # reason, reason_alt, visual
+    # shares of reason, reason_alt, visual; a step without an alt label (40%) draws reason instead of reason_alt
+    mix: tuple[float, float, float] = (0.45, 0.25, 0.3)
     # per answer token; 100 depth tokens at 0.2 still outweigh a ~20-token trace at 3.0
     loss_weights: dict[str, float] = field(default_factory=lambda: {"depth": 0.2, "trace": 3.0, "action": 2.0,
                                                                     "other": 0.2})
@@ -126,7 +127,7 @@ class TrainConfig:
     whole_action_tokens: bool = False   # each action value one token (see build_tiny_tokenizer)
     whole_number_tokens: bool = False   # each trace coordinate one token (see build_tiny_tokenizer)
     ordinal_sigma: float = 0.0     # > 0: soft Gaussian targets over ordered ids, in ids (see OrdinalTargets)
-    precision: str = "auto"        # "fp32" | "bf16" (autocast) | "auto": bf16 where the device has it (see resolve_precision)
+    precision: str = "fp32"        # "fp32" | "bf16" (autocast) | "auto": bf16 where the device has it (see resolve_precision)
     log_every: int = 50
 
 
@@ -903,7 +904,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
                             "vision_steps": vision_steps, "batch": cfg.batch, "records": len(records),
                             "expert": cfg.data.expert, "whole_number_tokens": cfg.whole_number_tokens,
                             "ordinal_sigma": cfg.ordinal_sigma, "miss_prob": cfg.data.miss_prob,
-                            "wrist_look_weight": cfg.wrist_look_weight,
+                            "wrist_look_weight": cfg.wrist_look_weight, "mix": list(cfg.mix),
                             "precision": cfg.precision}
     if base is not None:
         cfg_dict["training"]["init_from"] = {"path": str(cfg.init_from), "head_warmup": cfg.head_warmup,
@@ -1038,6 +1039,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _mix(text: str) -> tuple[float, float, float]:
+    """``R,A,V`` → three non-negative shares that sum to 1."""
+    try:
+        parts = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 0 or abs(sum(parts) - 1.0) > 1e-6:
+        raise argparse.ArgumentTypeError(f"--mix wants three shares that sum to 1, like 0.45,0.25,0.3; got {text!r}")
+    return parts
+
+
 def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
     """The command line → the run's config (and the options that are not part of it)."""
     p = argparse.ArgumentParser(prog="python -m app.sim.train", description=__doc__.split("\n")[0])
@@ -1061,6 +1073,8 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
     p.add_argument("--wrist-look-weight", type=float, default=TrainConfig.wrist_look_weight,
                    help="attention supervision of a second head toward the named object in the wrist image, "
                         "from the positions that write the action (with --wrist)")
+    p.add_argument("--mix", type=_mix, default=TrainConfig.mix, metavar="R,A,V",
+                   help="shares of the reason, reason_alt (a forced other trace) and visual samples")
     p.add_argument("--workers", type=int, default=DataConfig.workers)
     p.add_argument("--miss-prob", type=float, default=DataConfig.miss_prob,
                    help="share of pick/place episodes that first close beside the object, then recover")
@@ -1084,9 +1098,9 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue training this checkpoint of the pipeline (its tokenizer, action normalization "
                         "and depth codes are kept; no vision pre-training)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default=TrainConfig.precision,
                    help="bf16 autocast or fp32 for the vision pre-training and the model (auto: bf16 where the "
-                        "device multiplies it natively)")
+                        "device multiplies it natively; the bundled checkpoint was trained in fp32)")
     p.add_argument("--data-cache", type=Path, default=None,
                    help="pickle of the generated data, reused when the data settings match (outside the repo)")
     args = p.parse_args(argv)
@@ -1099,7 +1113,7 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                       init_from=args.init_from,
                       whole_action_tokens=args.whole_action_tokens,
                       whole_number_tokens=args.whole_number_tokens, ordinal_sigma=args.ordinal_sigma,
-                      precision=args.precision, data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
+                      precision=args.precision, mix=args.mix, data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
                                       wrist=args.wrist, miss_prob=args.miss_prob, expert=args.expert,
                                       policy=None if args.dagger_from is None else str(args.dagger_from),
                                       policy_episodes=args.dagger_episodes if args.dagger_from else 0,

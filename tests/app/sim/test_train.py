@@ -586,3 +586,13 @@ def test_the_data_cache_key_follows_the_policys_weights_not_its_path(tmp_path):
     data[-1] ^= 1
     f.write_bytes(bytes(data))
     assert policy_digest(tmp_path / "b") != policy_digest(tmp_path / "a")
+
+
+def test_the_command_line_sets_the_sample_mix_and_refuses_a_bad_one(capsys):
+    from app.sim.train import parse_command
+    assert parse_command(["--mix", "0.3,0.45,0.25"])[0].mix == (0.3, 0.45, 0.25)
+    assert parse_command([])[0].mix == TrainConfig().mix
+    for bad in ("0.5,0.5,0.5", "0.5,0.5", "a,b,c", "1.2,-0.2,0"):
+        with pytest.raises(SystemExit):
+            parse_command(["--mix", bad])
+        assert "three shares that sum to 1" in capsys.readouterr().err
