@@ -127,7 +127,7 @@ class TrainConfig:
     whole_action_tokens: bool = False   # each action value one token (see build_tiny_tokenizer)
     whole_number_tokens: bool = False   # each trace coordinate one token (see build_tiny_tokenizer)
     ordinal_sigma: float = 0.0     # > 0: soft Gaussian targets over ordered ids, in ids (see OrdinalTargets)
-    precision: str = "fp32"        # "fp32" | "bf16" (autocast) | "auto": bf16 where the device has it (see resolve_precision)
+    precision: str = "fp32"        # "fp32" | "bf16" (autocast) | "auto": bf16 where native (see resolve_precision)
     log_every: int = 50
 
 
@@ -1113,7 +1113,8 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                       init_from=args.init_from,
                       whole_action_tokens=args.whole_action_tokens,
                       whole_number_tokens=args.whole_number_tokens, ordinal_sigma=args.ordinal_sigma,
-                      precision=args.precision, mix=args.mix, data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
+                      precision=args.precision, mix=args.mix,
+                      data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
                                       wrist=args.wrist, miss_prob=args.miss_prob, expert=args.expert,
                                       policy=None if args.dagger_from is None else str(args.dagger_from),
                                       policy_episodes=args.dagger_episodes if args.dagger_from else 0,
