@@ -295,10 +295,14 @@ def _execute(cell, policy: Expert, step, noise: float, rng: np.random.Generator)
     cell.step(action)
 
 
-def _worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | None]]]]) -> list[StepRecord]:
+def _one_thread() -> None:
+    """A pool worker's start: one process per core, so torch's own threads would oversubscribe."""
     import torch
+    torch.set_num_threads(1)
+
+
+def _worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | None]]]]) -> list[StepRecord]:
     from app.sim.cell import SimCell, SimConfig
-    torch.set_num_threads(1)          # one process per core: torch's own threads would oversubscribe
     cfg, jobs = args
     out: list[StepRecord] = []
     policy = ModelPolicy(cfg.policy) if any(job[2] == POLICY for _, job in jobs) else None
@@ -316,15 +320,10 @@ def _worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | None]]
 def generate(cfg: DataConfig) -> list[StepRecord]:
     """All records, in episode order whatever the worker count."""
     plan = list(enumerate(episode_plan(cfg)))
-    if cfg.workers <= 1:        # in this process: the worker's one-thread setting must not outlive it
-        import torch
-        threads = torch.get_num_threads()
-        try:
-            return _worker((cfg, plan))
-        finally:
-            torch.set_num_threads(threads)
+    if cfg.workers <= 1:        # in this process, on its threads (the training that follows keeps them)
+        return _worker((cfg, plan))
     chunks = [plan[i::cfg.workers] for i in range(cfg.workers)]
-    with mp.get_context("spawn").Pool(cfg.workers) as pool:
+    with mp.get_context("spawn").Pool(cfg.workers, initializer=_one_thread) as pool:
         parts = pool.map(_worker, [(cfg, c) for c in chunks])
     records = [r for part in parts for r in part]
     records.sort(key=lambda r: r.episode)       # stable: steps stay in order within an episode

@@ -256,10 +256,7 @@ class Example:
     @property
     def look_at(self) -> int | None:
         """The image token (row-major over the pooled grid) whose cell holds where the answer goes."""
-        if self.pointer_target is None:
-            return None
-        col, row = np.clip((self.pointer_target[0] / (256.0 / TOKEN_GRID)).astype(int), 0, TOKEN_GRID - 1)
-        return int(row * TOKEN_GRID + col)
+        return None if self.pointer_target is None else token_at(self.pointer_target[0])
 
 
 class SampleBuilder:
@@ -327,15 +324,18 @@ class SampleBuilder:
                        wrist_look_at=wrist_look, action_span=(first_action - 1, len(ids) - 2))
 
 
+def token_at(xy: np.ndarray) -> int:
+    """The image token (row-major over the pooled grid) whose cell holds ``xy`` (model space, 0..255)."""
+    col, row = np.clip((np.asarray(xy, float) / (256.0 / TOKEN_GRID)).astype(int), 0, TOKEN_GRID - 1)
+    return int(row * TOKEN_GRID + col)
+
+
 def wrist_token(wrist_located: np.ndarray | None, name: str) -> int | None:
-    """The wrist image token (row-major over the pooled grid) whose cell holds ``name``; None when out of view."""
+    """The wrist image token whose cell holds ``name``; None when out of view."""
     if wrist_located is None or name not in LOCATED:
         return None
     xy = np.asarray(wrist_located[LOCATED.index(name)], float)
-    if not np.all(np.isfinite(xy)):
-        return None
-    col, row = np.clip((xy / (256.0 / TOKEN_GRID)).astype(int), 0, TOKEN_GRID - 1)
-    return int(row * TOKEN_GRID + col)
+    return token_at(xy) if np.all(np.isfinite(xy)) else None
 
 
 def ordinal_groups(gt: GrammarTokens) -> list[tuple[int, ...]]:
@@ -645,14 +645,15 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
             ids, wts = ids.to(device), wts.to(device)
             group_feats = per_image[torch.tensor(group, device=per_image.device)].reshape(-1, feats.shape[-1])
             hidden = model(model.add_image_features(model.model.transformer.wte(ids), ids, group_feats))
-            looked = [(row, examples[i]) for row, i in enumerate(group) if examples[i].look_at is not None]
-            if captured and looked and look_weight > 0:
+            looked = [(row, examples[i]) for row, i in enumerate(group)
+                      if look_weight > 0 and examples[i].look_at is not None]
+            if captured and looked:
                 per_row, hit = look_loss(model, captured[-1], ids, looked)
                 look_losses.append(per_row)
                 look_hits.append(hit)
-            wrist_looked = [(row, examples[i]) for row, i in enumerate(group)
-                            if examples[i].wrist_look_at is not None and examples[i].action_span is not None]
-            if captured and wrist_looked and wrist_look_weight > 0:
+            wrist_looked = [(row, examples[i]) for row, i in enumerate(group) if wrist_look_weight > 0
+                            and examples[i].wrist_look_at is not None and examples[i].action_span is not None]
+            if captured and wrist_looked:
                 per_row, hit = look_loss(model, captured[-1], ids, wrist_looked, wrist=True)
                 wrist_losses.append(per_row)
                 wrist_hits.append(hit)

@@ -270,3 +270,17 @@ def test_the_servo_expert_drives_and_labels_the_episodes_when_chosen(front_cell)
                               DownAndClosedPolicy())
     assert all(r.own_action[6] == 0.0 and r.own_action[2] > 0.01 and np.abs(r.own_action[:2]).max() < 1e-9
                for r in recs[2:])
+
+
+def test_generating_in_this_process_keeps_its_torch_threads():
+    """With one worker the episodes run here; the one-thread setting is the pool workers' alone (a training run
+    with ``--workers 1`` trained on one core)."""
+    import torch
+    from app.sim.datagen import generate
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        records = generate(DataConfig(episodes_per_task=0, steer_episodes=1, max_steps=3, record_prob=1.0, workers=1))
+        assert len(records) == 3 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -35,6 +35,17 @@ def record(i: int, alt: bool = True) -> StepRecord:
                       ee_model=own[0], objects_model=rng.integers(0, 256, (5, 2)))
 
 
+def mixed_batch(pieces) -> tuple[MolmoAct, list[Example], tuple]:
+    """A fresh small model (seed 0), one batch of each sample kind, and ``batch_loss``'s one-image arguments."""
+    tokenizer, processor, stats_dict, _, builder, recs = pieces
+    torch.manual_seed(0)
+    model = small_model(tokenizer, stats_dict)
+    batch = [builder.build(r, np.arange(100) % 7, k) for r, k in zip(recs, ("reason", "visual", "reason_alt",
+                                                                            "reason"))]
+    one = processor([builder.blank], "x")
+    return model, batch, (one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos)
+
+
 def small_model(tokenizer: MolmoActTokenizer, stats_dict: dict) -> MolmoAct:
     model = MolmoAct(model_config(SMALL, stats_dict, tokenizer.ids.im_patch))
     init_random_(model, 0, scale_residual=True)
@@ -179,16 +190,11 @@ def test_norm_stats_cover_the_labels_and_keep_the_gripper_raw(pieces):
 
 def test_training_loop_fits_a_batch(pieces):
     """A few optimizer steps on one batch must drive its loss well down (the loop really trains)."""
-    tokenizer, processor, stats_dict, _, builder, recs = pieces
-    torch.manual_seed(0)
-    model = small_model(tokenizer, stats_dict)
-    batch = [builder.build(r, np.arange(100) % 7, k) for r, k in zip(recs, ("reason", "visual", "reason_alt",
-                                                                            "reason"))]
-    one = processor([builder.blank], "x")
+    model, batch, args = mixed_batch(pieces)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):
-        loss, info = batch_loss(model, batch, one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos)
+        loss, info = batch_loss(model, batch, *args)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -310,17 +316,12 @@ def test_a_bf16_autocast_step_has_the_fp32_loss_and_fp32_gradients(pieces):
     """Autocast runs the products in bf16 but the loss it returns and the gradients the fp32 weights get
     are those of the fp32 step, to bf16's precision."""
     from app.sim.train import autocast
-    tokenizer, processor, stats_dict, _, builder, recs = pieces
-    torch.manual_seed(0)
-    model = small_model(tokenizer, stats_dict)
-    batch = [builder.build(r, np.arange(100) % 7, k) for r, k in zip(recs, ("reason", "visual", "reason_alt",
-                                                                            "reason"))]
-    one = processor([builder.blank], "x")
+    model, batch, args = mixed_batch(pieces)
     results = []
     for precision in ("fp32", "bf16"):
         model.zero_grad()
         with autocast(precision, "cpu"):
-            loss, _ = batch_loss(model, batch, one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos)
+            loss, _ = batch_loss(model, batch, *args)
         loss.backward()
         grad = model.lm_head.weight.grad.clone()
         results.append((loss.dtype, float(loss.detach()), grad))
