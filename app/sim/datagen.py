@@ -21,6 +21,10 @@ In a ``miss_prob`` share of the pick and place episodes the executed policy firs
 centimetres beside the object and closes there (``BesideExpert``), labelled all along with what the
 expert would do from each state, and then the expert takes over from the failed grasp: the model sees
 what to do after a miss (open, rise, come down again) rather than only states of grasps that worked.
+``steer_miss_prob`` does the same in steer episodes beside the object B that the trace goes to: there
+the low states beside B are labelled by B's expert while the instruction names A, which is where a
+dragged trace must be followed rather than the instruction (the compliance episodes that fail end
+there, pressing down 2-5 cm beside B).
 With ``policy`` (DAgger) a checkpoint drives ``policy_episodes`` more pick episodes, as the eval's
 closed loop does, and every recorded state gets ``StateExpert``'s label (``ServoPickExpert``'s with
 ``expert="servo"``): what to do from the states the model itself reaches, which the scripted episodes
@@ -65,6 +69,7 @@ class DataConfig:
     image_side: int = 168            # the checkpoint's base_image_input_size
     wrist: bool = False              # also record the wrist camera (the model's second image)
     miss_prob: float = 0.0           # share of pick/place episodes that first miss the grasp (BesideExpert)
+    steer_miss_prob: float = 0.0     # share of steer episodes that first miss the executed object B likewise
     miss_m: tuple[float, float] = (0.02, 0.045)   # how far beside the object that grasp closes
     policy: str | None = None        # a checkpoint that drives ``policy_episodes`` pick episodes (DAgger)
     policy_episodes: int = 0
@@ -210,19 +215,21 @@ def run_episode(cell, seed: int, task_name: str, executed: str | None, cfg: Data
     cell.reset(seed, task)
     policy = (TASKS[executed] if executed else task).make_expert(cell, cfg.expert)
     noise = cfg.noise_m if rng.random() < 0.5 else 0.0
+    acted = TASKS[executed] if executed else task          # whose object the executed policy goes for
+    miss_prob = cfg.steer_miss_prob if executed else cfg.miss_prob
     beside = None
-    if cfg.miss_prob > 0 and not executed and task.kind != "push" and rng.random() < cfg.miss_prob:
+    if miss_prob > 0 and acted.kind != "push" and rng.random() < miss_prob:
         angle, dist = rng.uniform(0, 2 * np.pi), rng.uniform(*cfg.miss_m)
-        beside = BesideExpert(task, cell, offset=dist * np.array([np.cos(angle), np.sin(angle), 0.0]))
+        beside = BesideExpert(acted, cell, offset=dist * np.array([np.cos(angle), np.sin(angle), 0.0]))
     records: list[StepRecord] = []
     done_steps = 0
     for k in range(cfg.max_steps):
         if beside is not None:
             missed = beside.act()
             if missed.done or k >= MISS_MAX_STEPS:   # closed beside the object: the expert takes over
-                beside, policy = None, task.make_expert(cell, cfg.expert)
+                beside, policy = None, acted.make_expert(cell, cfg.expert)
             else:
-                step = task.make_expert(cell, cfg.expert).act()     # the label: the expert planned from here
+                step = acted.make_expert(cell, cfg.expert).act()    # the label: the expert planned from here
                 if rng.random() < cfg.record_prob:
                     records.append(_record(cell, task, executed, step, cfg, episode, rng))
                 cell.step(missed.action)

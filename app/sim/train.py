@@ -905,6 +905,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
                             "vision_steps": vision_steps, "batch": cfg.batch, "records": len(records),
                             "expert": cfg.data.expert, "whole_number_tokens": cfg.whole_number_tokens,
                             "ordinal_sigma": cfg.ordinal_sigma, "miss_prob": cfg.data.miss_prob,
+                            "steer_miss_prob": cfg.data.steer_miss_prob,
                             "wrist_look_weight": cfg.wrist_look_weight, "mix": list(cfg.mix),
                             "precision": cfg.precision}
     if base is not None:
@@ -1079,6 +1080,8 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
     p.add_argument("--workers", type=int, default=DataConfig.workers)
     p.add_argument("--miss-prob", type=float, default=DataConfig.miss_prob,
                    help="share of pick/place episodes that first close beside the object, then recover")
+    p.add_argument("--steer-miss-prob", type=float, default=DataConfig.steer_miss_prob,
+                   help="share of steer episodes (instructed A, trace to B) that first close beside B, then recover")
     p.add_argument("--wrist", action=argparse.BooleanOptionalAction, default=True,
                    help="two images, front then wrist (the bundled recipe); --no-wrist: the front camera only")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the model's training")
@@ -1116,7 +1119,8 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                       whole_number_tokens=args.whole_number_tokens, ordinal_sigma=args.ordinal_sigma,
                       precision=args.precision, mix=args.mix,
                       data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
-                                      wrist=args.wrist, miss_prob=args.miss_prob, expert=args.expert,
+                                      wrist=args.wrist, miss_prob=args.miss_prob,
+                                      steer_miss_prob=args.steer_miss_prob, expert=args.expert,
                                       policy=None if args.dagger_from is None else str(args.dagger_from),
                                       policy_episodes=args.dagger_episodes if args.dagger_from else 0,
                                       workers=args.workers),

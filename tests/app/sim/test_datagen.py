@@ -165,6 +165,42 @@ def test_a_missed_grasp_with_the_servo_expert_is_labelled_by_its_law_and_recover
     assert climbs >= 3
 
 
+def test_a_steer_episode_can_miss_beside_the_traced_object_and_is_labelled_by_its_expert(front_cell):
+    """``steer_miss_prob``: instructed to pick the red cube, the executed policy goes for the blue block
+    (the dragged trace's object), closes beside it first, then its expert picks it. Every label is the blue
+    block's expert (low beside the block with the fingers open: climb), the instruction stays the red cube's,
+    and ``miss_prob`` alone leaves steer episodes as they were."""
+    from app.sim.datagen import BesideExpert
+    from app.sim.tasks import ServoPickExpert
+    cfg = DataConfig(max_steps=90, record_prob=1.0, noise_m=0.0, expert="servo")
+    missed = run_episode(front_cell, 11, "pick_red_cube", "pick_blue_block", replace(cfg, steer_miss_prob=1.0), 0)
+    assert TASKS["pick_blue_block"].success(front_cell) and not TASKS["pick_red_cube"].success(front_cell)
+    assert all(r.steer_episode and r.instruction == TASKS["pick_red_cube"].instruction for r in missed)
+    grip = np.array([r.own_action[6] for r in missed])
+    assert grip[0] == 0.0 and len(np.flatnonzero(np.diff(grip) > 0.5)) == 1    # the miss's close is never taught
+    plain = run_episode(front_cell, 11, "pick_red_cube", "pick_blue_block", cfg, 0)
+    assert len(missed) > len(plain) + 5
+    only_clean = run_episode(front_cell, 11, "pick_red_cube", "pick_blue_block", replace(cfg, miss_prob=1.0), 0)
+    assert len(only_clean) == len(plain)
+    for a, b in zip(only_clean, plain):
+        np.testing.assert_array_equal(a.own_action, b.own_action)
+    # the states the miss visits beside the block get the block's law: climb back toward its funnel
+    front_cell.reset(11, "pick_red_cube")
+    miss = BesideExpert(TASKS["pick_blue_block"], front_cell, offset=np.array([0.0, -0.035, 0.0]))
+    climbs = 0
+    for _ in range(40):
+        step = miss.act()
+        p, obj = front_cell.ee_pose().position, front_cell.object_position("blue_block")
+        label = ServoPickExpert(TASKS["pick_blue_block"], front_cell).act()
+        if np.hypot(*(p[:2] - obj[:2])) > 0.025 and p[2] < 0.06 and front_cell.gripper_command < 0.5:
+            assert label.action[2] > 0 and label.action[6] == 0.0
+            climbs += 1
+        if step.done:
+            break
+        front_cell.step(step.action)
+    assert climbs >= 3
+
+
 class DownAndClosedPolicy:
     """Stands in for a checkpoint in the DAgger data path: a fixed command whatever it sees (sinks
     straight down with the fingers closed, which no scripted episode does)."""

@@ -125,8 +125,8 @@ def test_the_training_commands_defaults_are_the_bundled_checkpoints_recipe():
         (cfg.data.expert, cfg.whole_number_tokens, cfg.ordinal_sigma)
     # keys a checkpoint records since 2026-12-05 (third session); before, these were the only values
     assert (made.get("miss_prob", 0.0), tuple(made.get("mix", (0.45, 0.25, 0.3))),
-            made.get("wrist_look_weight", 0.0), made.get("precision", "fp32")) == \
-        (cfg.data.miss_prob, cfg.mix, cfg.wrist_look_weight, cfg.precision)
+            made.get("wrist_look_weight", 0.0), made.get("precision", "fp32"), made.get("steer_miss_prob", 0.0)) == \
+        (cfg.data.miss_prob, cfg.mix, cfg.wrist_look_weight, cfg.precision, cfg.data.steer_miss_prob)
     assert bundled.cameras == (("front", "wrist") if cfg.data.wrist else ("front",))
     gt = GrammarTokens(bundled.tokenizer)
     assert (gt.number_ids is not None) == cfg.whole_number_tokens
