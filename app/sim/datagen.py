@@ -97,6 +97,10 @@ class StepRecord:
     objects_model: np.ndarray | None = None   # [len(LOCATED), 2] their centres projected, model space
     wrist: np.ndarray | None = None           # [S, S, 3] uint8, the wrist camera as the processor sees it
     wrist_objects: np.ndarray | None = None   # [len(LOCATED), 2] in the wrist image, model space; NaN: not in view
+    tcp_m: np.ndarray | None = None           # [3] the TCP in the base frame, metres
+    objects_m: np.ndarray | None = None       # [len(LOCATED), 3] their centres in the base frame, metres
+    own_target: str | None = None             # the object the ``own`` label goes for (B in a steer episode)
+    alt_target: str | None = None             # ... and the ``alt`` label
 
 
 def _stretched(small: np.ndarray, side: int) -> np.ndarray:
@@ -192,6 +196,8 @@ def run_policy_episode(cell, seed: int, task_name: str, cfg: DataConfig, episode
     records: list[StepRecord] = []
     for _ in range(cfg.policy_steps):
         label = (ServoPickExpert if cfg.expert == "servo" else StateExpert)(task, cell).act()
+        if not traceable(label.trace):
+            break
         if rng.random() < cfg.record_prob:
             records.append(_record(cell, task, None, label, cfg, episode, rng))
         if label.done or task.success(cell):
@@ -230,11 +236,15 @@ def run_episode(cell, seed: int, task_name: str, executed: str | None, cfg: Data
                 beside, policy = None, acted.make_expert(cell, cfg.expert)
             else:
                 step = acted.make_expert(cell, cfg.expert).act()    # the label: the expert planned from here
+                if not traceable(step.trace):
+                    break
                 if rng.random() < cfg.record_prob:
                     records.append(_record(cell, task, executed, step, cfg, episode, rng))
                 cell.step(missed.action)
                 continue
         step = policy.act()
+        if not traceable(step.trace):
+            break
         if rng.random() < cfg.record_prob:
             records.append(_record(cell, task, executed, step, cfg, episode, rng))
         if step.done:
@@ -259,10 +269,12 @@ def _record(cell, task: Task, executed: str | None, step, cfg: DataConfig, episo
     """This state's view and labels (``alt`` planned fresh from here for another object)."""
     w, h = FRONT_SIZE
     rgb, depth, _ = cell.render("front", w, h)
-    alt_trace = alt_action = None
+    alt_trace = alt_action = alt_target = None
     if rng.random() < cfg.alt_prob:
-        alt = _other_pick(TASKS[executed] if executed else task, rng).make_expert(cell, cfg.expert).act()
-        alt_trace, alt_action = alt.trace, alt.action
+        alt_task = _other_pick(TASKS[executed] if executed else task, rng)
+        alt = alt_task.make_expert(cell, cfg.expert).act()
+        if traceable(alt.trace):
+            alt_trace, alt_action, alt_target = alt.trace, alt.action, alt_task.target
     drawn_kind = "alt" if (alt_trace is not None and not executed and rng.random() < 0.5) else "own"
     drawn_trace = alt_trace if drawn_kind == "alt" else step.trace
     ee = cell.to_model_space(cell.project(cell.ee_pose().position[None], w, h), w, h)[0]
@@ -280,7 +292,15 @@ def _record(cell, task: Task, executed: str | None, step, cfg: DataConfig, episo
         drawn_kind=drawn_kind, inv_depth=inverse_depth(depth), own_trace=np.asarray(step.trace),
         own_action=np.asarray(step.action, float), alt_trace=None if alt_trace is None else np.asarray(alt_trace),
         alt_action=None if alt_action is None else np.asarray(alt_action, float), ee_model=ee,
-        objects_model=objects, wrist=wrist, wrist_objects=wrist_objects)
+        objects_model=objects, wrist=wrist, wrist_objects=wrist_objects, tcp_m=cell.ee_pose().position.copy(),
+        objects_m=located, own_target=(TASKS[executed] if executed else task).target, alt_target=alt_target)
+
+
+def traceable(trace: np.ndarray) -> bool:
+    """False for a trace through a point behind the front camera (an object knocked off the table toward it
+    projects to NaN, which the int trace holds as a huge negative number): such a state has no label to
+    learn, and the episode's scene is broken from there on."""
+    return bool(np.all(np.asarray(trace) >= 0))
 
 
 def in_view(pixels: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -68,6 +68,8 @@ POINTER_WEIGHT = 3.0               # the training-only pointer head's loss (see 
 LOOK_WEIGHT = 0.3                  # attention supervision of one LLM head (see look_loss)
 LOOK_HEAD = 0                      # ... that head, in the middle block (see look_attention)
 WRIST_LOOK_HEAD = 1                # the wrist look-up's head, same block (see Example.wrist_look_at)
+OFFSET_SCALE_M = 0.05              # the offset head regresses (object - TCP) in units of this (see OffsetHead)
+OFFSET_CLIP = 4.0                  # ... clipped to this many units (20 cm): far away only the direction matters
 TOKENS_PER_IMAGE = TOKEN_GRID ** 2
 
 
@@ -113,6 +115,7 @@ class TrainConfig:
     pointer_weight: float = POINTER_WEIGHT
     look_weight: float = LOOK_WEIGHT
     wrist_look_weight: float = 0.0   # > 0: the wrist look-up (see Example.wrist_look_at), with two images
+    offset_weight: float = 0.0     # > 0: the offset head (see OffsetHead); needs data with 3-D positions
     vision_steps: int = 2000       # stage 1: vision tower + location probe only (see pretrain_vision)
     vision_lr: float = 2e-3
     clip: float = 0.5              # gradient-norm clip; at 1.0 the from-scratch ViT diverges at lr 2e-3
@@ -235,6 +238,7 @@ class Example:
     wrist_located: np.ndarray | None = None     # [len(LOCATED), 2] in the wrist image, NaN: not in view
     wrist_look_at: int | None = None    # the wrist image token that holds the named object (see wrist_look_position)
     action_span: tuple[int, int] | None = None  # the positions whose next token is an action value (first, last)
+    offset_target: np.ndarray | None = None     # [3] metres: the acted-on object's centre minus the TCP
 
     @property
     def images(self) -> np.ndarray:
@@ -300,10 +304,13 @@ class SampleBuilder:
                                                                                              rec.own_trace)
             add(gt.steer_action_prefix, w["other"])
             pointer_at = len(ids) - 1                # before the action: where the drawn line ends
+            first_action = len(ids)
             add(self.action_ids(action), w["action"])
+            acted = rec.alt_target if rec.drawn_kind == "alt" else rec.own_target
             return Example(ids, weights, rec.drawn, located, pointer_at=pointer_at, pointer_from=len(prompt) - 1,
                            pointer_target=_pointer_target(np.asarray(drawn)[-1], rec), extra_images=extra,
-                           wrist_located=wrist_located)
+                           wrist_located=wrist_located, action_span=(first_action - 1, len(ids) - 2),
+                           offset_target=offset_of(rec, acted))
         alt = kind == "reason_alt"
         trace, action = (rec.alt_trace, rec.alt_action) if alt else (rec.own_trace, rec.own_action)
         # a steer episode's own trace is not the instruction's either: no trace loss there
@@ -321,7 +328,8 @@ class SampleBuilder:
         wrist_look = None if (alt or rec.steer_episode) else wrist_token(wrist_located, TASKS[rec.task].target)
         return Example(ids, weights, rec.image, located, pointer_at=pointer_at, pointer_from=len(prompt) - 1,
                        pointer_target=_pointer_target(named, rec), extra_images=extra, wrist_located=wrist_located,
-                       wrist_look_at=wrist_look, action_span=(first_action - 1, len(ids) - 2))
+                       wrist_look_at=wrist_look, action_span=(first_action - 1, len(ids) - 2),
+                       offset_target=offset_of(rec, rec.alt_target if alt else rec.own_target))
 
 
 def token_at(xy: np.ndarray) -> int:
@@ -344,6 +352,13 @@ def ordinal_groups(gt: GrammarTokens) -> list[tuple[int, ...]]:
     if gt.number_ids is not None:
         groups.append(tuple(gt.number_ids))
     return groups
+
+
+def offset_of(rec: StepRecord, name: str | None) -> np.ndarray | None:
+    """Where the object an action goes for is, from the TCP (metres, base frame); None without 3-D data."""
+    if name is None or rec.objects_m is None or rec.tcp_m is None:
+        return None
+    return (np.asarray(rec.objects_m[LOCATED.index(name)]) - np.asarray(rec.tcp_m)).astype(np.float32)
 
 
 def _pointer_target(goal: np.ndarray | None, rec: StepRecord) -> np.ndarray | None:
@@ -444,6 +459,42 @@ class PointerHead(nn.Module):
         with torch.no_grad():
             last = pred[torch.arange(len(pred), device=pred.device), spans[:, 1]]
             error = (last - goal).norm(dim=-1) * 128.0
+        return per_sample, error
+
+
+class OffsetHead(nn.Module):
+    """Training-only auxiliary head, not part of the checkpoint: from the LLM's hidden states at the
+    positions that write the action, regress where the object the action goes for is, in 3-D, from the
+    TCP (the named object; in a steer sample the trace's object).
+
+    Why: rollouts (2026-12-05, fourth session) of both the bundled model and the run with missed grasps
+    sent the final descent, (0.2, 0, -2.5) cm, with the TCP 3-5 cm beside the object, and under
+    ``steer_text`` kept pressing down there while the trace said rise and come over. The front view
+    cannot tell "3 cm nearer the camera" from "higher" (both move a point down the image; so does the
+    trace's 2-D line), and a classifier of action bins that cannot tell picks the most frequent
+    value near objects, a straight descent. The answer to "how far, which way" has to come from the
+    images (the wrist view shows the object beside the fingers); this asks for it at the positions
+    where the action is written, with a graded error, in every sample kind.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(width, 3)
+
+    def loss(self, hidden: torch.Tensor, spans: torch.Tensor, target: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden [G, S, width], spans [G, 2] (first, last action-writing position), target [G, 3] metres →
+        (per sample: mean squared error over its positions in OFFSET_SCALE_M units [G], the first position's
+        error in cm [G])."""
+        goal = (target / OFFSET_SCALE_M).clamp(-OFFSET_CLIP, OFFSET_CLIP)
+        pos = torch.arange(hidden.shape[1], device=hidden.device)[None]
+        read = (pos >= spans[:, :1]) & (pos <= spans[:, 1:])                                  # [G, S]
+        pred = self.head(hidden.float())                                                      # [G, S, 3]
+        sq = (pred - goal[:, None]).pow(2).mean(-1)
+        per_sample = (sq * read).sum(1) / read.sum(1)
+        with torch.no_grad():
+            first = pred[torch.arange(len(pred), device=pred.device), spans[:, 0]]
+            error = (first - goal).norm(dim=-1) * OFFSET_SCALE_M * 100.0
         return per_sample, error
 
 
@@ -610,7 +661,8 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
                probe_weight: float = PROBE_WEIGHT, pointer: PointerHead | None = None,
                pointer_weight: float = POINTER_WEIGHT, look_weight: float = 0.0,
                wrist_probe: LocationProbe | None = None, ordinal: OrdinalTargets | None = None,
-               wrist_look_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+               wrist_look_weight: float = 0.0, offset: OffsetHead | None = None,
+               offset_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Teacher-forced weighted cross-entropy of a batch (right-padded; causal so padding is inert).
     The LLM runs once per length group (see ``length_groups``); the vision tower once for all. With
     ``ordinal`` the trace coordinates and action values get soft targets (see ``app.sim.ordinal``)."""
@@ -628,6 +680,8 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
     look_hits: list[torch.Tensor] = []
     wrist_losses: list[torch.Tensor] = []
     wrist_hits: list[torch.Tensor] = []
+    offset_losses: list[torch.Tensor] = []
+    offset_errors: list[torch.Tensor] = []
     captured: list[tuple] = []
     hook = None
     if look_weight > 0 or wrist_look_weight > 0:
@@ -677,6 +731,16 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
                                                    spans, target_xy)
                     pointer_losses.append(per_sample)
                     pointer_errors.append(err)
+            if offset is not None:
+                rows = [(row, examples[i]) for row, i in enumerate(group)
+                        if examples[i].offset_target is not None and examples[i].action_span is not None]
+                if rows:
+                    spans = torch.tensor([e.action_span for _, e in rows], device=device)
+                    goal = torch.from_numpy(np.stack([e.offset_target for _, e in rows])).to(device)
+                    per_sample, err = offset.loss(hidden[torch.tensor([r for r, _ in rows], device=device)],
+                                                  spans, goal)
+                    offset_losses.append(per_sample)
+                    offset_errors.append(err)
             with torch.no_grad():
                 pred = logits.argmax(-1)
                 act = w >= 1.0                                   # trace and action tokens (not depth, not fixed text)
@@ -712,6 +776,11 @@ def batch_loss(model: MolmoAct, examples: list[Example], pooled_one: torch.Tenso
         loss = loss + pointer_weight * pointer_loss
         info["pointer_loss"] = round(float(pointer_loss.detach()), 4)
         info["pointer_error_goal"], info["pointer_error_tcp"] = (round(float(e), 2) for e in error)
+    if offset_losses:
+        offset_loss = torch.cat(offset_losses).mean()
+        loss = loss + offset_weight * offset_loss
+        info["offset_loss"] = round(float(offset_loss.detach()), 4)
+        info["offset_error_cm"] = round(float(torch.cat(offset_errors).median()), 2)
     acc = hits / counted if counted else float("nan")
     return loss, {"ce": float(ce_loss.detach()), "trace_action_token_acc": acc,
                   "image_feature_rms": round(float(feat_rms.detach().mean()), 3), **info}
@@ -749,6 +818,9 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     records = _cached_records(data_cfg, data_cache, log)
     t_data = time.perf_counter() - t0
     log(f"{len(records)} steps from {records[-1].episode + 1} episodes in {t_data:.0f} s")
+    if cfg.offset_weight > 0 and records[0].objects_m is None:
+        raise ValueError("--offset-weight needs data with 3-D positions (StepRecord.objects_m): the cached data "
+                         "was made before they were recorded; regenerate it (another --data-cache)")
 
     inv = np.stack([r.inv_depth for r in records])
     rng = np.random.default_rng(cfg.seed)
@@ -813,7 +885,11 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     if probe is not None and "wrist" in cameras and records[0].wrist_objects is not None:
         wrist_probe = LocationProbe(shape.llm_width, len(LOCATED), TOKEN_GRID).to(cfg.device)
         _seeded_init_(wrist_probe.head, cfg.seed + 4)
-    heads = {"probe": probe, "pointer": pointer, "wrist_probe": wrist_probe}
+    offset = None
+    if cfg.offset_weight > 0:
+        offset = OffsetHead(shape.llm_width).to(cfg.device)
+        _seeded_init_(offset.head, cfg.seed + 5)
+    heads = {"probe": probe, "pointer": pointer, "wrist_probe": wrist_probe, "offset": offset}
     t_vision0 = time.perf_counter()
     vision_steps = cfg.vision_steps if probe is not None and base is None else 0
     vision_history = pretrain_vision(model, probe, records, cfg, pooled_one, patches, log, wrist_probe) \
@@ -859,7 +935,8 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
         with autocast(cfg.precision, cfg.device):
             loss, info = batch_loss(net, batch, pooled_one, patches, tokenizer.ids.eos, cfg.device, aux["probe"],
                                     cfg.probe_weight, aux["pointer"], cfg.pointer_weight, cfg.look_weight,
-                                    aux["wrist_probe"], ordinal, cfg.wrist_look_weight)
+                                    aux["wrist_probe"], ordinal, cfg.wrist_look_weight, aux.get("offset"),
+                                    cfg.offset_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.clip)
@@ -905,7 +982,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
                             "vision_steps": vision_steps, "batch": cfg.batch, "records": len(records),
                             "expert": cfg.data.expert, "whole_number_tokens": cfg.whole_number_tokens,
                             "ordinal_sigma": cfg.ordinal_sigma, "miss_prob": cfg.data.miss_prob,
-                            "steer_miss_prob": cfg.data.steer_miss_prob,
+                            "steer_miss_prob": cfg.data.steer_miss_prob, "offset_weight": cfg.offset_weight,
                             "wrist_look_weight": cfg.wrist_look_weight, "mix": list(cfg.mix),
                             "precision": cfg.precision}
     if base is not None:
@@ -1075,6 +1152,9 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
     p.add_argument("--wrist-look-weight", type=float, default=TrainConfig.wrist_look_weight,
                    help="attention supervision of a second head toward the named object in the wrist image, "
                         "from the positions that write the action (with --wrist)")
+    p.add_argument("--offset-weight", type=float, default=TrainConfig.offset_weight,
+                   help="> 0: a training-only head regresses, at the positions that write the action, where the "
+                        "acted-on object is from the TCP in 3-D (needs data generated by this version)")
     p.add_argument("--mix", type=_mix, default=TrainConfig.mix, metavar="R,A,V",
                    help="shares of the reason, reason_alt (a forced other trace) and visual samples")
     p.add_argument("--workers", type=int, default=DataConfig.workers)
@@ -1114,6 +1194,7 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                       train_seconds=args.train_seconds, threads=args.threads,
                       vision_steps=args.vision_steps, pointer_weight=args.pointer_weight,
                       look_weight=args.look_weight, wrist_look_weight=args.wrist_look_weight,
+                      offset_weight=args.offset_weight,
                       init_from=args.init_from,
                       whole_action_tokens=args.whole_action_tokens,
                       whole_number_tokens=args.whole_number_tokens, ordinal_sigma=args.ordinal_sigma,

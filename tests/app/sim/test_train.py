@@ -573,6 +573,79 @@ def test_the_wrist_look_loss_teaches_its_own_head_to_read_the_wrist_image(pieces
     assert "wrist_look_loss" not in plain
 
 
+def with_positions(rec: StepRecord, own: str = "red_cube", alt: str | None = "blue_block") -> StepRecord:
+    """``rec`` with 3-D positions: the TCP at (0.5, 0, 0.2), object k at (0.4 + 0.05 k, 0.1 - 0.05 k, 0.02)."""
+    objects = np.array([[0.4 + 0.05 * k, 0.1 - 0.05 * k, 0.02] for k in range(len(LOCATED))])
+    return replace(rec, tcp_m=np.array([0.5, 0.0, 0.2]), objects_m=objects, own_target=own, alt_target=alt)
+
+
+def test_the_offset_target_is_the_acted_on_objects_place_from_the_tcp(pieces):
+    """reason: the object the own label goes for (the named one, or B in a steer episode); reason_alt: the
+    forced trace's object; visual: the drawn trace's object. Read at the positions that write the action."""
+    builder, recs = pieces[4], pieces[5]
+    rec = with_positions(recs[1])                       # drawn_kind "alt"
+
+    def offset(r, kind):
+        return builder.build(r, np.arange(100) % 7, kind).offset_target
+
+    red, blue = (rec.objects_m[LOCATED.index(n)] - rec.tcp_m for n in ("red_cube", "blue_block"))
+    np.testing.assert_allclose(offset(rec, "reason"), red, atol=1e-6)
+    np.testing.assert_allclose(offset(rec, "reason_alt"), blue, atol=1e-6)
+    np.testing.assert_allclose(offset(rec, "visual"), blue, atol=1e-6)
+    np.testing.assert_allclose(offset(replace(rec, drawn_kind="own"), "visual"), red, atol=1e-6)
+    steer = replace(rec, steer_episode=True, own_target="yellow_ball")
+    np.testing.assert_allclose(offset(steer, "reason"), rec.objects_m[LOCATED.index("yellow_ball")] - rec.tcp_m,
+                               atol=1e-6)
+    assert offset(recs[1], "reason") is None            # data made before 3-D positions were recorded
+    ex = builder.build(rec, np.arange(100) % 7, "visual")
+    first, last = ex.action_span
+    action_w = TrainConfig().loss_weights["action"]
+    assert all(ex.weights[i + 1] == action_w for i in range(first, last + 1)) and last + 2 == len(ex.ids)
+
+
+def test_the_offset_head_learns_where_the_acted_on_object_is(pieces):
+    from app.sim.train import OFFSET_SCALE_M, OffsetHead
+    tokenizer, processor, stats_dict, _, builder, recs = pieces
+    torch.manual_seed(0)
+    model = small_model(tokenizer, stats_dict)
+    # four samples, each with its own image and its own offset: the head must tell them apart
+    batch = []
+    for i, (r, kind) in enumerate(zip(recs, ("reason", "visual", "reason_alt", "reason"))):
+        moved = with_positions(r)
+        moved = replace(moved, tcp_m=moved.tcp_m + np.array([0.03 * i, -0.02 * i, -0.04 * i]))
+        batch.append(builder.build(moved, np.arange(100) % 7, kind))
+    head = OffsetHead(SMALL.llm_width)
+    one = processor([builder.blank], "x")
+    args = (one.pooled_patches_idx, one.crops.shape[1], tokenizer.ids.eos)
+    opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=3e-3)
+    errors = []
+    for _ in range(60):
+        loss, info = batch_loss(model, batch, *args, offset=head, offset_weight=3.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        errors.append(info["offset_error_cm"])
+    assert errors[0] > 5.0 and errors[-1] < 0.3 * errors[0], (errors[0], errors[-1])
+    assert OFFSET_SCALE_M == 0.05
+    _, plain = batch_loss(model, batch, *args)
+    assert "offset_loss" not in plain
+
+
+def test_offset_weight_refuses_data_without_3d_positions(tmp_path):
+    from app.sim.train import train
+    cfg = TrainConfig(offset_weight=1.0, steps=1, vision_steps=0, shape=SMALL)
+    recs = [record(i) for i in range(4)]
+    import pickle
+    from app.sim.datagen import DataConfig
+    from dataclasses import asdict
+    cache = tmp_path / "d.pkl"
+    settings = {k: v for k, v in asdict(cfg.data).items() if k not in ("workers", "progress")}
+    with cache.open("wb") as f:
+        pickle.dump((json.dumps({**settings, "workers": 0}, sort_keys=True), recs), f)
+    with pytest.raises(ValueError, match="3-D positions"):
+        train(cfg, tmp_path / "out", log=lambda *_: None, data_cache=cache)
+
+
 def test_the_data_cache_key_follows_the_policys_weights_not_its_path(tmp_path):
     """DAgger data depends on what the driving checkpoint does: a copy of it reuses the cache, other
     weights do not."""
