@@ -3,7 +3,7 @@ in a closed loop on the simulated cell its first waypoint sits on the gripper, i
 the cell's depth, and a trace dragged onto another object turns its action toward that object, whether the
 trace is forced as text (``steer_text``) or drawn on the image (``steer_visual``).
 
-What it does not do yet (issue 7's targets) is written as a strict xfail: it turns into a failure the day
+What it does not do yet (issue 7's pick target) is written as a strict xfail: it turns into a failure the day
 a retrained checkpoint passes it, so the mark cannot outlive the gap."""
 import json
 from pathlib import Path
@@ -76,11 +76,19 @@ def test_closed_loop_first_waypoint_follows_the_gripper(station):
     assert np.median(depth) < 0.2, depth          # its depth tokens decode to the cell's depth
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7: the model does not yet reliably head for the named object")
 def test_closed_loop_heads_for_the_named_object(station):
     for seed in (HELD_OUT_BASE + 17, HELD_OUT_BASE + 18, HELD_OUT_BASE + 19):
         _, _, start, end = _closed_loop(station, seed)
         assert end < start - 0.03, (seed, start, end)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 7: the model picks 5 of these 10 held-out episodes; the target is 60%")
+def test_closed_loop_picks_at_least_60_percent_of_held_out_episodes(station):
+    """The eval's first five held-out seeds of two pick tasks, run as ``app.sim.eval`` runs them."""
+    picked = [station.run_reason(t, HELD_OUT_BASE + 1000 * list(TASKS).index(t) + k).success
+              for t in ("pick_red_cube", "pick_blue_block") for k in range(5)]
+    assert np.mean(picked) >= 0.6, picked
 
 
 def _steering_cosines(station, mode: str) -> list[float]:
@@ -124,9 +132,12 @@ def test_the_training_commands_defaults_are_the_bundled_checkpoints_recipe():
     assert (made["expert"], made["whole_number_tokens"], made["ordinal_sigma"]) == \
         (cfg.data.expert, cfg.whole_number_tokens, cfg.ordinal_sigma)
     # keys a checkpoint records since 2026-12-05 (third session); before, these were the only values
-    assert (made.get("miss_prob", 0.0), tuple(made.get("mix", (0.45, 0.25, 0.3))),
-            made.get("wrist_look_weight", 0.0), made.get("precision", "fp32"), made.get("steer_miss_prob", 0.0)) == \
-        (cfg.data.miss_prob, cfg.mix, cfg.wrist_look_weight, cfg.precision, cfg.data.steer_miss_prob)
+    assert (made.get("miss_prob", 0.0), tuple(made.get("mix", (0.45, 0.25, 0.3))), made.get("wrist_look_weight", 0.0),
+            made.get("steer_miss_prob", 0.0), made.get("offset_weight", 0.0)) == \
+        (cfg.data.miss_prob, cfg.mix, cfg.wrist_look_weight, cfg.data.steer_miss_prob, cfg.offset_weight)
+    # the precision a run used: "auto" is bf16 where the machine multiplies it natively, else fp32
+    used = made.get("precision", "fp32")
+    assert used == cfg.precision or (cfg.precision == "auto" and used in ("bf16", "fp32")), (used, cfg.precision)
     assert bundled.cameras == (("front", "wrist") if cfg.data.wrist else ("front",))
     gt = GrammarTokens(bundled.tokenizer)
     assert (gt.number_ids is not None) == cfg.whole_number_tokens
