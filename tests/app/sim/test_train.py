@@ -634,10 +634,9 @@ def test_the_offset_head_learns_where_the_acted_on_object_is(pieces):
 def test_offset_weight_refuses_data_without_3d_positions(tmp_path):
     from app.sim.train import train
     cfg = TrainConfig(offset_weight=1.0, steps=1, vision_steps=0, shape=SMALL)
-    recs = [record(i) for i in range(4)]
     import pickle
-    from app.sim.datagen import DataConfig
     from dataclasses import asdict
+    recs = [record(i) for i in range(4)]              # made the way data was before 3-D positions were kept
     cache = tmp_path / "d.pkl"
     settings = {k: v for k, v in asdict(cfg.data).items() if k not in ("workers", "progress")}
     with cache.open("wb") as f:
