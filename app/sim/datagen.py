@@ -269,15 +269,17 @@ def _record(cell, task: Task, executed: str | None, step, cfg: DataConfig, episo
     """This state's view and labels (``alt`` planned fresh from here for another object)."""
     w, h = FRONT_SIZE
     rgb, depth, _ = cell.render("front", w, h)
+    acted = TASKS[executed] if executed else task          # whose object the own label goes for
     alt_trace = alt_action = alt_target = None
     if rng.random() < cfg.alt_prob:
-        alt_task = _other_pick(TASKS[executed] if executed else task, rng)
+        alt_task = _other_pick(acted, rng)
         alt = alt_task.make_expert(cell, cfg.expert).act()
         if traceable(alt.trace):
             alt_trace, alt_action, alt_target = alt.trace, alt.action, alt_task.target
     drawn_kind = "alt" if (alt_trace is not None and not executed and rng.random() < 0.5) else "own"
     drawn_trace = alt_trace if drawn_kind == "alt" else step.trace
-    ee = cell.to_model_space(cell.project(cell.ee_pose().position[None], w, h), w, h)[0]
+    tcp = cell.ee_pose().position.copy()
+    ee = cell.to_model_space(cell.project(tcp[None], w, h), w, h)[0]
     located = np.stack([cell.object_position(n) for n in LOCATED])
     objects = cell.to_model_space(cell.project(located, w, h), w, h)
     wrist = wrist_objects = None
@@ -292,8 +294,8 @@ def _record(cell, task: Task, executed: str | None, step, cfg: DataConfig, episo
         drawn_kind=drawn_kind, inv_depth=inverse_depth(depth), own_trace=np.asarray(step.trace),
         own_action=np.asarray(step.action, float), alt_trace=None if alt_trace is None else np.asarray(alt_trace),
         alt_action=None if alt_action is None else np.asarray(alt_action, float), ee_model=ee,
-        objects_model=objects, wrist=wrist, wrist_objects=wrist_objects, tcp_m=cell.ee_pose().position.copy(),
-        objects_m=located, own_target=(TASKS[executed] if executed else task).target, alt_target=alt_target)
+        objects_model=objects, wrist=wrist, wrist_objects=wrist_objects, tcp_m=tcp,
+        objects_m=located, own_target=acted.target, alt_target=alt_target)
 
 
 def traceable(trace: np.ndarray) -> bool:

@@ -142,27 +142,35 @@ def test_a_missed_grasp_is_labelled_by_the_expert_and_recovered_from(front_cell)
 def test_a_missed_grasp_with_the_servo_expert_is_labelled_by_its_law_and_recovered_from(front_cell):
     """The bundled recipe's expert: in the states beside the object that the miss visits, low with the fingers
     open, the law's label climbs back toward the funnel (never "descend here"), and the cube ends up lifted."""
-    from app.sim.tasks import ServoPickExpert
     cfg = DataConfig(max_steps=90, record_prob=1.0, miss_prob=1.0, noise_m=0.0, expert="servo")
     recs = run_episode(front_cell, 11, "pick_red_cube", None, cfg, 0)
     assert TASKS["pick_red_cube"].success(front_cell)
     assert recs[0].own_action[6] == 0.0
     # replay the miss and read the law where the hand is low beside the cube with its fingers open
+    assert climbs_beside(front_cell, 11, "pick_red_cube", "pick_red_cube", np.array([0.0, 0.035, 0.0])) >= 3
+
+
+def climbs_beside(cell, seed: int, layout: str, missed: str, offset: np.ndarray) -> int:
+    """Replay a miss ``offset`` beside ``missed``'s object on ``layout``'s scene; wherever the hand is low (more
+    than 2.5 cm) beside it with the fingers open, ``missed``'s servo law must say climb with the fingers open.
+    Returns how many such states the miss visited."""
     from app.sim.datagen import BesideExpert
-    front_cell.reset(11, "pick_red_cube")
-    miss = BesideExpert(TASKS["pick_red_cube"], front_cell, offset=np.array([0.0, 0.035, 0.0]))
+    from app.sim.tasks import ServoPickExpert
+    task = TASKS[missed]
+    cell.reset(seed, layout)
+    miss = BesideExpert(task, cell, offset=offset)
     climbs = 0
     for _ in range(40):
         step = miss.act()
-        p, obj = front_cell.ee_pose().position, front_cell.object_position("red_cube")
-        label = ServoPickExpert(TASKS["pick_red_cube"], front_cell).act()
-        if np.hypot(*(p[:2] - obj[:2])) > 0.025 and p[2] < 0.06 and front_cell.gripper_command < 0.5:
+        p, obj = cell.ee_pose().position, cell.object_position(task.target)
+        label = ServoPickExpert(task, cell).act()
+        if np.hypot(*(p[:2] - obj[:2])) > 0.025 and p[2] < 0.06 and cell.gripper_command < 0.5:
             assert label.action[2] > 0 and label.action[6] == 0.0
             climbs += 1
         if step.done:
             break
-        front_cell.step(step.action)
-    assert climbs >= 3
+        cell.step(step.action)
+    return climbs
 
 
 def test_a_steer_episode_can_miss_beside_the_traced_object_and_is_labelled_by_its_expert(front_cell):
@@ -170,8 +178,6 @@ def test_a_steer_episode_can_miss_beside_the_traced_object_and_is_labelled_by_it
     (the dragged trace's object), closes beside it first, then its expert picks it. Every label is the blue
     block's expert (low beside the block with the fingers open: climb), the instruction stays the red cube's,
     and ``miss_prob`` alone leaves steer episodes as they were."""
-    from app.sim.datagen import BesideExpert
-    from app.sim.tasks import ServoPickExpert
     cfg = DataConfig(max_steps=90, record_prob=1.0, noise_m=0.0, expert="servo")
     missed = run_episode(front_cell, 11, "pick_red_cube", "pick_blue_block", replace(cfg, steer_miss_prob=1.0), 0)
     assert TASKS["pick_blue_block"].success(front_cell) and not TASKS["pick_red_cube"].success(front_cell)
@@ -185,20 +191,7 @@ def test_a_steer_episode_can_miss_beside_the_traced_object_and_is_labelled_by_it
     for a, b in zip(only_clean, plain):
         np.testing.assert_array_equal(a.own_action, b.own_action)
     # the states the miss visits beside the block get the block's law: climb back toward its funnel
-    front_cell.reset(11, "pick_red_cube")
-    miss = BesideExpert(TASKS["pick_blue_block"], front_cell, offset=np.array([0.0, -0.035, 0.0]))
-    climbs = 0
-    for _ in range(40):
-        step = miss.act()
-        p, obj = front_cell.ee_pose().position, front_cell.object_position("blue_block")
-        label = ServoPickExpert(TASKS["pick_blue_block"], front_cell).act()
-        if np.hypot(*(p[:2] - obj[:2])) > 0.025 and p[2] < 0.06 and front_cell.gripper_command < 0.5:
-            assert label.action[2] > 0 and label.action[6] == 0.0
-            climbs += 1
-        if step.done:
-            break
-        front_cell.step(step.action)
-    assert climbs >= 3
+    assert climbs_beside(front_cell, 11, "pick_red_cube", "pick_blue_block", np.array([0.0, -0.035, 0.0])) >= 3
 
 
 def test_a_trace_through_a_point_behind_the_front_camera_is_not_traceable(front_cell):
