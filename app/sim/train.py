@@ -984,7 +984,8 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
                             "vision_steps": vision_steps, "batch": cfg.batch, "records": len(records),
                             "expert": cfg.data.expert, "whole_number_tokens": cfg.whole_number_tokens,
                             "ordinal_sigma": cfg.ordinal_sigma, "miss_prob": cfg.data.miss_prob,
-                            "steer_miss_prob": cfg.data.steer_miss_prob, "offset_weight": cfg.offset_weight,
+                            "steer_miss_prob": cfg.data.steer_miss_prob, "miss_m": list(cfg.data.miss_m),
+                            "offset_weight": cfg.offset_weight,
                             "wrist_look_weight": cfg.wrist_look_weight, "mix": list(cfg.mix),
                             "precision": cfg.precision}
     if base is not None:
@@ -1131,6 +1132,18 @@ def _mix(text: str) -> tuple[float, float, float]:
     return parts
 
 
+def _miss_range(text: str) -> tuple[float, float]:
+    """``LO,HI`` (metres) → how far beside the object a missed grasp closes, 0 < LO <= HI."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        lo = hi = float("nan")
+    if not (0 < lo <= hi < 0.5):
+        raise argparse.ArgumentTypeError(f"--miss-m wants LO,HI in metres with 0 < LO <= HI, like 0.02,0.045; "
+                                         f"got {text!r}")
+    return lo, hi
+
+
 # The bundled checkpoint's recipe, where it differs from the dataclasses' defaults (those keep the plain
 # pipeline that tests and older commands build on): the command's defaults reproduce the bundled checkpoint.
 RECIPE = {"steps": 6000, "miss_prob": 0.3, "steer_miss_prob": 0.3, "offset_weight": 1.0, "precision": "auto"}
@@ -1169,6 +1182,8 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                    help="share of pick/place episodes that first close beside the object, then recover")
     p.add_argument("--steer-miss-prob", type=float, default=RECIPE["steer_miss_prob"],
                    help="share of steer episodes (instructed A, trace to B) that first close beside B, then recover")
+    p.add_argument("--miss-m", type=_miss_range, default=DataConfig.miss_m, metavar="LO,HI",
+                   help="how far beside the object (metres, uniform) a missed grasp closes")
     p.add_argument("--wrist", action=argparse.BooleanOptionalAction, default=True,
                    help="two images, front then wrist (the bundled recipe); --no-wrist: the front camera only")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the model's training")
@@ -1208,7 +1223,8 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                       precision=args.precision, mix=args.mix,
                       data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
                                       wrist=args.wrist, miss_prob=args.miss_prob,
-                                      steer_miss_prob=args.steer_miss_prob, expert=args.expert,
+                                      steer_miss_prob=args.steer_miss_prob, miss_m=args.miss_m,
+                                      expert=args.expert,
                                       policy=None if args.dagger_from is None else str(args.dagger_from),
                                       policy_episodes=args.dagger_episodes if args.dagger_from else 0,
                                       workers=args.workers),

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.sim.datagen import FRONT_SIZE
+from app.sim.datagen import DataConfig, FRONT_SIZE
 from app.sim.eval import HELD_OUT_BASE, depth_abs_rel, to_pixels
 from app.sim.tasks import TASKS
 
@@ -133,8 +133,10 @@ def test_the_training_commands_defaults_are_the_bundled_checkpoints_recipe():
         (cfg.data.expert, cfg.whole_number_tokens, cfg.ordinal_sigma)
     # keys a checkpoint records since 2026-12-05 (third session); before, these were the only values
     assert (made.get("miss_prob", 0.0), tuple(made.get("mix", (0.45, 0.25, 0.3))), made.get("wrist_look_weight", 0.0),
-            made.get("steer_miss_prob", 0.0), made.get("offset_weight", 0.0)) == \
-        (cfg.data.miss_prob, cfg.mix, cfg.wrist_look_weight, cfg.data.steer_miss_prob, cfg.offset_weight)
+            made.get("steer_miss_prob", 0.0), made.get("offset_weight", 0.0),
+            tuple(made.get("miss_m", DataConfig.miss_m))) == \
+        (cfg.data.miss_prob, cfg.mix, cfg.wrist_look_weight, cfg.data.steer_miss_prob, cfg.offset_weight,
+         cfg.data.miss_m)
     # the precision a run used: "auto" is bf16 where the machine multiplies it natively, else fp32
     used = made.get("precision", "fp32")
     assert used == cfg.precision or (cfg.precision == "auto" and used in ("bf16", "fp32")), (used, cfg.precision)

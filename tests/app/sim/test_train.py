@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.sim.datagen import StepRecord
+from app.sim.datagen import DataConfig, StepRecord
 from app.sim import train as train_module
 from app.sim.datagen import LOCATED
 from app.sim.train import (Example, IMAGE_SIDE, LocationProbe, ModelShape, PointerHead, SampleBuilder, TOKEN_GRID,
@@ -277,7 +277,6 @@ def test_pipeline_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path, wr
     ``wrist``: a checkpoint that says it takes the front and wrist images, and reasons on both; with
     ``numbers``: the bundled recipe's tokens, one per coordinate and per action value, and soft targets;
     with bf16 autocast the saved weights are still fp32)."""
-    from app.sim.datagen import DataConfig
     from app.sim.depth_vq import VQTrainConfig
     from app.sim.train import train
     from model.checkpoint import load_checkpoint
@@ -669,3 +668,13 @@ def test_the_command_line_sets_the_sample_mix_and_refuses_a_bad_one(capsys):
         with pytest.raises(SystemExit):
             parse_command(["--mix", bad])
         assert "three shares that sum to 1" in capsys.readouterr().err
+
+
+def test_the_command_line_sets_how_far_beside_a_miss_closes_and_refuses_a_bad_range(capsys):
+    from app.sim.train import parse_command
+    assert parse_command(["--miss-m", "0.02,0.08"])[0].data.miss_m == (0.02, 0.08)
+    assert parse_command([])[0].data.miss_m == DataConfig().miss_m
+    for bad in ("0.08,0.02", "0,0.05", "0.02", "a,b", "0.02,0.9"):
+        with pytest.raises(SystemExit):
+            parse_command(["--miss-m", bad])
+        assert "--miss-m wants LO,HI" in capsys.readouterr().err
