@@ -150,6 +150,26 @@ def test_a_missed_grasp_with_the_servo_expert_is_labelled_by_its_law_and_recover
     assert climbs_beside(front_cell, 11, "pick_red_cube", "pick_red_cube", np.array([0.0, 0.035, 0.0])) >= 3
 
 
+def test_a_wide_miss_visits_low_states_far_beside_the_object_labelled_toward_it(front_cell):
+    """``miss_m`` sets how far beside the object the miss closes. At 7-8 cm (the bundled model's failed picks
+    stop 5-9 cm beside the object and press there) the records hold low states that far beside the cube, and
+    each one's label moves toward the cube, horizontally, with the fingers open; the cube still ends lifted."""
+    cfg = DataConfig(max_steps=90, record_prob=1.0, miss_prob=1.0, noise_m=0.0, expert="servo", miss_m=(0.07, 0.08))
+    recs = run_episode(front_cell, 11, "pick_red_cube", None, cfg, 0)
+    assert TASKS["pick_red_cube"].success(front_cell)
+    cube = LOCATED.index("red_cube")
+    far_low = [r for r in recs if 0.06 < np.hypot(*(r.tcp_m[:2] - r.objects_m[cube][:2])) < 0.09
+               and r.tcp_m[2] < r.objects_m[cube][2] + 0.08]
+    assert len(far_low) >= 3
+    for r in far_low:
+        to_cube = r.objects_m[cube][:2] - r.tcp_m[:2]
+        xy = r.own_action[:2]
+        assert xy @ to_cube > 0.7 * np.linalg.norm(xy) * np.linalg.norm(to_cube) and r.own_action[6] == 0.0
+    narrow = run_episode(front_cell, 11, "pick_red_cube", None, replace(cfg, miss_m=(0.02, 0.03)), 0)
+    assert not any(0.06 < np.hypot(*(r.tcp_m[:2] - r.objects_m[cube][:2])) < 0.09
+                   and r.tcp_m[2] < r.objects_m[cube][2] + 0.08 for r in narrow)
+
+
 def climbs_beside(cell, seed: int, layout: str, missed: str, offset: np.ndarray) -> int:
     """Replay a miss ``offset`` beside ``missed``'s object on ``layout``'s scene; wherever the hand is low (more
     than 2.5 cm) beside it with the fingers open, ``missed``'s servo law must say climb with the fingers open.
