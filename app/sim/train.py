@@ -1133,13 +1133,13 @@ def _mix(text: str) -> tuple[float, float, float]:
 
 
 def _miss_range(text: str) -> tuple[float, float]:
-    """``LO,HI`` (metres) → how far beside the object a missed grasp closes, 0 < LO <= HI."""
+    """``LO,HI`` (metres) → how far beside the object a missed grasp closes, 0 < LO <= HI < 0.5."""
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         lo = hi = float("nan")
     if not (0 < lo <= hi < 0.5):
-        raise argparse.ArgumentTypeError(f"--miss-m wants LO,HI in metres with 0 < LO <= HI, like 0.02,0.045; "
+        raise argparse.ArgumentTypeError(f"--miss-m wants LO,HI in metres with 0 < LO <= HI < 0.5, like 0.02,0.045; "
                                          f"got {text!r}")
     return lo, hi
 
