@@ -52,6 +52,7 @@ DEPTH_SIZE = 80                  # the depth VQ-VAE's input side
 PICK_TASKS = tuple(name for name, t in TASKS.items() if t.kind == "pick")
 EXTRA_DONE_STEPS = 3             # steps recorded after the expert finished: hold still when done
 MISS_MAX_STEPS = 40              # a missed grasp that cannot reach its height (blocked) ends here
+FALLEN_Z_M = -0.02               # an object's centre this far below the table top has fallen off it
 POLICY = "<policy>"              # episode_plan's "executed" for an episode a checkpoint drives (DAgger)
 POLICY_SEED_BASE = 50_000        # their seeds, per data seed: apart from the scripted episodes' (< 100 000)
 LOCATED = (*scene.OBJECTS, scene.BOWL)   # what ``StepRecord.objects_model`` locates, in this order
@@ -75,6 +76,7 @@ class DataConfig:
     policy_episodes: int = 0
     policy_steps: int = 60           # the eval's pick budget
     expert: str = "script"           # the pick expert: "script" (waypoints) or "servo" (ServoPickExpert)
+    end_lost: bool = False           # end an episode once an object is lost: off the table or out of view (``lost``)
     workers: int = 2
     progress: bool = False
 
@@ -196,7 +198,7 @@ def run_policy_episode(cell, seed: int, task_name: str, cfg: DataConfig, episode
     records: list[StepRecord] = []
     for _ in range(cfg.policy_steps):
         label = (ServoPickExpert if cfg.expert == "servo" else StateExpert)(task, cell).act()
-        if not traceable(label.trace):
+        if not traceable(label.trace) or (cfg.end_lost and lost(cell, label.trace)):
             break
         if rng.random() < cfg.record_prob:
             records.append(_record(cell, task, None, label, cfg, episode, rng))
@@ -236,14 +238,14 @@ def run_episode(cell, seed: int, task_name: str, executed: str | None, cfg: Data
                 beside, policy = None, acted.make_expert(cell, cfg.expert)
             else:
                 step = acted.make_expert(cell, cfg.expert).act()    # the label: the expert planned from here
-                if not traceable(step.trace):
+                if not traceable(step.trace) or (cfg.end_lost and lost(cell, step.trace)):
                     break
                 if rng.random() < cfg.record_prob:
                     records.append(_record(cell, task, executed, step, cfg, episode, rng))
                 cell.step(missed.action)
                 continue
         step = policy.act()
-        if not traceable(step.trace):
+        if not traceable(step.trace) or (cfg.end_lost and lost(cell, step.trace)):
             break
         if rng.random() < cfg.record_prob:
             records.append(_record(cell, task, executed, step, cfg, episode, rng))
@@ -274,7 +276,7 @@ def _record(cell, task: Task, executed: str | None, step, cfg: DataConfig, episo
     if rng.random() < cfg.alt_prob:
         alt_task = _other_pick(acted, rng)
         alt = alt_task.make_expert(cell, cfg.expert).act()
-        if traceable(alt.trace):
+        if traceable(alt.trace) and not (cfg.end_lost and on_border(alt.trace)):
             alt_trace, alt_action, alt_target = alt.trace, alt.action, alt_task.target
     drawn_kind = "alt" if (alt_trace is not None and not executed and rng.random() < 0.5) else "own"
     drawn_trace = alt_trace if drawn_kind == "alt" else step.trace
@@ -303,6 +305,22 @@ def traceable(trace: np.ndarray) -> bool:
     projects to NaN, which the int trace holds as a huge negative number): such a state has no label to
     learn, and the episode's scene is broken from there on."""
     return bool(np.all(np.asarray(trace) >= 0))
+
+
+def lost(cell, trace: np.ndarray) -> bool:
+    """True once an object is lost: it has fallen off the table, or the label's trace runs off the image (the
+    object knocked over and rolled out of the front camera's view). Its expert then chases it to the
+    workspace's edge: the arm pinned there, a trace clamped onto the image's border and the same saturated
+    action, step after step. In the bundled recipe's data, rolled-away green cylinders gave 94 records whose
+    trace runs along the top border, labelled (-3.8, 0, 0) cm, and the bundled model flies off that way in
+    held-out picks."""
+    return on_border(trace) or any(cell.object_position(name)[2] < FALLEN_Z_M for name in scene.OBJECTS)
+
+
+def on_border(trace: np.ndarray) -> bool:
+    """A trace point on the image's border: ``to_model_space`` clamped it there from outside the image."""
+    t = np.asarray(trace)
+    return bool(np.any((t <= 0) | (t >= 255)))
 
 
 def in_view(pixels: np.ndarray, width: int, height: int) -> np.ndarray:

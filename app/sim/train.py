@@ -985,6 +985,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
                             "expert": cfg.data.expert, "whole_number_tokens": cfg.whole_number_tokens,
                             "ordinal_sigma": cfg.ordinal_sigma, "miss_prob": cfg.data.miss_prob,
                             "steer_miss_prob": cfg.data.steer_miss_prob, "miss_m": list(cfg.data.miss_m),
+                            "end_lost": cfg.data.end_lost,
                             "offset_weight": cfg.offset_weight,
                             "wrist_look_weight": cfg.wrist_look_weight, "mix": list(cfg.mix),
                             "precision": cfg.precision}
@@ -1182,6 +1183,9 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                    help="share of pick/place episodes that first close beside the object, then recover")
     p.add_argument("--steer-miss-prob", type=float, default=RECIPE["steer_miss_prob"],
                    help="share of steer episodes (instructed A, trace to B) that first close beside B, then recover")
+    p.add_argument("--end-lost", action=argparse.BooleanOptionalAction, default=DataConfig.end_lost,
+                   help="end a data episode once an object has fallen off the table or its trace runs off the "
+                        "image (its expert would chase it to the workspace's edge)")
     p.add_argument("--miss-m", type=_miss_range, default=DataConfig.miss_m, metavar="LO,HI",
                    help="how far beside the object (metres, uniform) a missed grasp closes")
     p.add_argument("--wrist", action=argparse.BooleanOptionalAction, default=True,
@@ -1224,6 +1228,7 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                       data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
                                       wrist=args.wrist, miss_prob=args.miss_prob,
                                       steer_miss_prob=args.steer_miss_prob, miss_m=args.miss_m,
+                                      end_lost=args.end_lost,
                                       expert=args.expert,
                                       policy=None if args.dagger_from is None else str(args.dagger_from),
                                       policy_episodes=args.dagger_episodes if args.dagger_from else 0,

@@ -226,6 +226,30 @@ def test_a_trace_through_a_point_behind_the_front_camera_is_not_traceable(front_
     assert traceable(on_table) and not traceable(behind)
 
 
+def test_an_episode_ends_when_an_object_is_lost_with_end_lost(front_cell):
+    """Episode 389 of the bundled recipe's data: the green cylinder is knocked over, rolls out of the front
+    camera's view and falls off the table, and its expert chases it to the workspace's edge, where the traces
+    run along the image's border. With ``end_lost`` the episode ends as the cylinder is lost: every record
+    has all objects on the table and no trace on the border, and the records before are the same."""
+    from app.sim.datagen import FALLEN_Z_M, lost, on_border
+    cfg = DataConfig(expert="servo", miss_prob=0.3, steer_miss_prob=0.3)
+    kept = run_episode(front_cell, 389, "pick_green_cylinder", None, cfg, 389)
+    assert front_cell.object_position("green_cylinder")[2] < FALLEN_Z_M
+    assert sum(on_border(r.own_trace) for r in kept) >= 10
+    ended = run_episode(front_cell, 389, "pick_green_cylinder", None, replace(cfg, end_lost=True), 389)
+    assert 0 < len(ended) < len(kept)
+    assert all(r.objects_m[:, 2].min() >= FALLEN_Z_M and not on_border(r.own_trace) for r in ended)
+    assert all(r.alt_trace is None or not on_border(r.alt_trace) for r in ended)
+    for a, b in zip(ended, kept):
+        np.testing.assert_array_equal(a.own_action, b.own_action)
+    # a plain scene has nothing lost; a trace clamped onto any border is
+    front_cell.reset(3, "pick_red_cube")
+    inside = np.array([[127, 38], [140, 120], [150, 140]])
+    assert not lost(front_cell, inside)
+    for edge in ([0, 50], [50, 0], [255, 50], [50, 255]):
+        assert on_border(np.vstack([inside, edge])) and lost(front_cell, np.vstack([inside, edge]))
+
+
 class DownAndClosedPolicy:
     """Stands in for a checkpoint in the DAgger data path: a fixed command whatever it sees (sinks
     straight down with the fingers closed, which no scripted episode does)."""

@@ -134,9 +134,9 @@ def test_the_training_commands_defaults_are_the_bundled_checkpoints_recipe():
     # keys a checkpoint records since 2026-12-05 (third session); before, these were the only values
     assert (made.get("miss_prob", 0.0), tuple(made.get("mix", (0.45, 0.25, 0.3))), made.get("wrist_look_weight", 0.0),
             made.get("steer_miss_prob", 0.0), made.get("offset_weight", 0.0),
-            tuple(made.get("miss_m", DataConfig.miss_m))) == \
+            tuple(made.get("miss_m", DataConfig.miss_m)), made.get("end_lost", False)) == \
         (cfg.data.miss_prob, cfg.mix, cfg.wrist_look_weight, cfg.data.steer_miss_prob, cfg.offset_weight,
-         cfg.data.miss_m)
+         cfg.data.miss_m, cfg.data.end_lost)
     # the precision a run used: "auto" is bf16 where the machine multiplies it natively, else fp32
     used = made.get("precision", "fp32")
     assert used == cfg.precision or (cfg.precision == "auto" and used in ("bf16", "fp32")), (used, cfg.precision)

@@ -678,3 +678,9 @@ def test_the_command_line_sets_how_far_beside_a_miss_closes_and_refuses_a_bad_ra
         with pytest.raises(SystemExit):
             parse_command(["--miss-m", bad])
         assert "--miss-m wants LO,HI" in capsys.readouterr().err
+
+
+def test_the_command_line_can_end_data_episodes_once_an_object_is_lost():
+    from app.sim.train import parse_command
+    assert parse_command(["--end-lost"])[0].data.end_lost is True
+    assert parse_command([])[0].data.end_lost is DataConfig().end_lost is False
