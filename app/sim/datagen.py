@@ -311,7 +311,7 @@ def lost(cell, trace: np.ndarray) -> bool:
     """True once an object is lost: it has fallen off the table, or the label's trace runs off the image (the
     object knocked over and rolled out of the front camera's view). Its expert then chases it to the
     workspace's edge: the arm pinned there, a trace clamped onto the image's border and the same saturated
-    action, step after step. In the bundled recipe's data, rolled-away green cylinders gave 94 records whose
+    action, step after step. In the bundled recipe's data, lost objects (mostly green cylinders) gave 94 records whose
     trace runs along the top border, labelled (-3.8, 0, 0) cm, and the bundled model flies off that way in
     held-out picks."""
     return on_border(trace) or any(cell.object_position(name)[2] < FALLEN_Z_M for name in scene.OBJECTS)
