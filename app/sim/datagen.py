@@ -198,7 +198,7 @@ def run_policy_episode(cell, seed: int, task_name: str, cfg: DataConfig, episode
     records: list[StepRecord] = []
     for _ in range(cfg.policy_steps):
         label = (ServoPickExpert if cfg.expert == "servo" else StateExpert)(task, cell).act()
-        if not traceable(label.trace) or (cfg.end_lost and lost(cell, label.trace)):
+        if no_label(cell, label.trace, cfg):
             break
         if rng.random() < cfg.record_prob:
             records.append(_record(cell, task, None, label, cfg, episode, rng))
@@ -238,14 +238,14 @@ def run_episode(cell, seed: int, task_name: str, executed: str | None, cfg: Data
                 beside, policy = None, acted.make_expert(cell, cfg.expert)
             else:
                 step = acted.make_expert(cell, cfg.expert).act()    # the label: the expert planned from here
-                if not traceable(step.trace) or (cfg.end_lost and lost(cell, step.trace)):
+                if no_label(cell, step.trace, cfg):
                     break
                 if rng.random() < cfg.record_prob:
                     records.append(_record(cell, task, executed, step, cfg, episode, rng))
                 cell.step(missed.action)
                 continue
         step = policy.act()
-        if not traceable(step.trace) or (cfg.end_lost and lost(cell, step.trace)):
+        if no_label(cell, step.trace, cfg):
             break
         if rng.random() < cfg.record_prob:
             records.append(_record(cell, task, executed, step, cfg, episode, rng))
@@ -307,13 +307,19 @@ def traceable(trace: np.ndarray) -> bool:
     return bool(np.all(np.asarray(trace) >= 0))
 
 
+def no_label(cell, trace: np.ndarray, cfg: DataConfig) -> bool:
+    """The episode has no label to learn from here on: the expert's trace is not in the image, or (with
+    ``end_lost``) an object is lost."""
+    return not traceable(trace) or (cfg.end_lost and lost(cell, trace))
+
+
 def lost(cell, trace: np.ndarray) -> bool:
     """True once an object is lost: it has fallen off the table, or the label's trace runs off the image (the
     object knocked over and rolled out of the front camera's view). Its expert then chases it to the
     workspace's edge: the arm pinned there, a trace clamped onto the image's border and the same saturated
-    action, step after step. In the bundled recipe's data, lost objects (mostly green cylinders) gave 94 records whose
-    trace runs along the top border, labelled (-3.8, 0, 0) cm, and the bundled model flies off that way in
-    held-out picks."""
+    action, step after step. In the bundled recipe's data, lost objects (mostly green cylinders) gave 94
+    records whose trace runs along the top border, labelled (-3.8, 0, 0) cm, and the bundled model flies off
+    that way in held-out picks."""
     return on_border(trace) or any(cell.object_position(name)[2] < FALLEN_Z_M for name in scene.OBJECTS)
 
 

@@ -158,16 +158,19 @@ def test_a_wide_miss_visits_low_states_far_beside_the_object_labelled_toward_it(
     recs = run_episode(front_cell, 11, "pick_red_cube", None, cfg, 0)
     assert TASKS["pick_red_cube"].success(front_cell)
     cube = LOCATED.index("red_cube")
-    far_low = [r for r in recs if 0.06 < np.hypot(*(r.tcp_m[:2] - r.objects_m[cube][:2])) < 0.09
-               and r.tcp_m[2] < r.objects_m[cube][2] + 0.08]
+
+    def low_far_beside(r) -> bool:
+        return (0.06 < np.hypot(*(r.tcp_m[:2] - r.objects_m[cube][:2])) < 0.09
+                and r.tcp_m[2] < r.objects_m[cube][2] + 0.08)
+
+    far_low = [r for r in recs if low_far_beside(r)]
     assert len(far_low) >= 3
     for r in far_low:
         to_cube = r.objects_m[cube][:2] - r.tcp_m[:2]
         xy = r.own_action[:2]
         assert xy @ to_cube > 0.7 * np.linalg.norm(xy) * np.linalg.norm(to_cube) and r.own_action[6] == 0.0
     narrow = run_episode(front_cell, 11, "pick_red_cube", None, replace(cfg, miss_m=(0.02, 0.03)), 0)
-    assert not any(0.06 < np.hypot(*(r.tcp_m[:2] - r.objects_m[cube][:2])) < 0.09
-                   and r.tcp_m[2] < r.objects_m[cube][2] + 0.08 for r in narrow)
+    assert not any(low_far_beside(r) for r in narrow)
 
 
 def climbs_beside(cell, seed: int, layout: str, missed: str, offset: np.ndarray) -> int:
