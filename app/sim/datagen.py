@@ -28,7 +28,10 @@ there, pressing down 2-5 cm beside B).
 With ``policy`` (DAgger) a checkpoint drives ``policy_episodes`` more pick episodes, as the eval's
 closed loop does, and every recorded state gets ``StateExpert``'s label (``ServoPickExpert``'s with
 ``expert="servo"``): what to do from the states the model itself reaches, which the scripted episodes
-never visit. ``expert="servo"`` makes ``ServoPickExpert`` the pick expert of every episode.
+never visit. ``policy_steer_episodes`` more are steered as the eval steers them: instructed to pick A,
+the trace dragged onto B (B's expert's trace every step, through ``steer_text`` or ``steer_visual``), each
+state labelled by B's expert: what following a dragged trace means from the states a steered model
+reaches. ``expert="servo"`` makes ``ServoPickExpert`` the pick expert of every episode.
 Deterministic from the seed (and the policy's weights); workers are independent processes, each with
 its own cell.
 """
@@ -55,6 +58,9 @@ MISS_MAX_STEPS = 40              # a missed grasp that cannot reach its height (
 FALLEN_Z_M = -0.02               # an object's centre this far below the table top has fallen off it
 POLICY = "<policy>"              # episode_plan's "executed" for an episode a checkpoint drives (DAgger)
 POLICY_SEED_BASE = 50_000        # their seeds, per data seed: apart from the scripted episodes' (< 100 000)
+POLICY_STEER = "<policy-steer>"  # ... for an episode a checkpoint drives while steered onto another object
+POLICY_STEER_SEED_BASE = 75_000  # their seeds, per data seed
+STEER_MODES = ("steer_text", "steer_visual")
 LOCATED = (*scene.OBJECTS, scene.BOWL)   # what ``StepRecord.objects_model`` locates, in this order
 
 
@@ -74,6 +80,7 @@ class DataConfig:
     miss_m: tuple[float, float] = (0.02, 0.045)   # how far beside the object that grasp closes
     policy: str | None = None        # a checkpoint that drives ``policy_episodes`` pick episodes (DAgger)
     policy_episodes: int = 0
+    policy_steer_episodes: int = 0   # more, steered onto another object as the eval steers (DAgger for compliance)
     policy_steps: int = 60           # the eval's pick budget
     expert: str = "script"           # the pick expert: "script" (waypoints) or "servo" (ServoPickExpert)
     end_lost: bool = False           # end an episode once an object is lost: off the table or out of view (``lost``)
@@ -152,6 +159,9 @@ def episode_plan(cfg: DataConfig) -> list[tuple[int, str, str | None]]:
     if cfg.policy is not None:
         for j in range(cfg.policy_episodes):
             plan.append((cfg.seed * 100_000 + POLICY_SEED_BASE + j, PICK_TASKS[j % len(PICK_TASKS)], POLICY))
+        for j in range(cfg.policy_steer_episodes):
+            plan.append((cfg.seed * 100_000 + POLICY_STEER_SEED_BASE + j, PICK_TASKS[j % len(PICK_TASKS)],
+                         POLICY_STEER))
     return plan
 
 
@@ -185,6 +195,20 @@ class ModelPolicy:
         """The arm command for this state: ``reason()``'s action through the preset."""
         return self.adapter.map(self.decoder.reason(self.observe(cell, instruction)[0]).action)
 
+    def steered(self, obs, trace: list[tuple[int, int]], mode: str):
+        """(the plain answer or None, the steered answer) for a dragged ``trace``: ``steer_text`` re-decodes
+        the action after a ``reason()`` of this view; ``steer_visual`` reads the trace drawn on the image."""
+        if mode == "steer_text":
+            first = self.decoder.reason(obs)
+            return first, self.decoder.steer_text(trace)
+        if mode == "steer_visual":
+            return None, self.decoder.steer_visual(obs, trace)
+        raise ValueError(f"unknown steering mode {mode!r}; expected one of {STEER_MODES}")
+
+    def steer(self, cell, instruction: str, trace: list[tuple[int, int]], mode: str) -> np.ndarray:
+        """The arm command for this state with the trace dragged to ``trace``."""
+        return self.adapter.map(self.steered(self.observe(cell, instruction)[0], trace, mode)[1].action)
+
 
 def run_policy_episode(cell, seed: int, task_name: str, cfg: DataConfig, episode: int,
                        policy: ModelPolicy) -> list[StepRecord]:
@@ -207,6 +231,36 @@ def run_policy_episode(cell, seed: int, task_name: str, cfg: DataConfig, episode
         try:
             action = policy.act(cell, task.instruction)
         except (ValueError, NonFiniteLogitsError):   # a malformed answer: the states so far are still data
+            break
+        if not np.all(np.isfinite(action)):
+            break
+        cell.step(action)
+    return records
+
+
+def run_policy_steer_episode(cell, seed: int, task_name: str, cfg: DataConfig, episode: int,
+                              policy: ModelPolicy) -> list[StepRecord]:
+    """DAgger for steering: instructed to pick ``task_name`` (A), the operator drags the trace onto another
+    object B every step (B's expert's trace, as the eval's steer episodes do) through a random one of the
+    two modes, and every recorded state is labelled by B's expert (a steer record). Ends when B is lifted,
+    B's expert is done, or the model's answer cannot be acted on."""
+    rng = np.random.default_rng(seed + 7)
+    task = TASKS[task_name]
+    target = _other_pick(task, rng)
+    mode = STEER_MODES[int(rng.integers(len(STEER_MODES)))]
+    cell.reset(seed, task)
+    records: list[StepRecord] = []
+    for _ in range(cfg.policy_steps):
+        label = target.make_expert(cell, cfg.expert).act()
+        if no_label(cell, label.trace, cfg):
+            break
+        if rng.random() < cfg.record_prob:
+            records.append(_record(cell, task, target.name, label, cfg, episode, rng))
+        if label.done or target.success(cell):
+            break
+        try:
+            action = policy.steer(cell, task.instruction, [tuple(map(int, p)) for p in label.trace], mode)
+        except (ValueError, NonFiniteLogitsError):
             break
         if not np.all(np.isfinite(action)):
             break
@@ -358,11 +412,13 @@ def _worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | None]]
     from app.sim.cell import SimCell, SimConfig
     cfg, jobs = args
     out: list[StepRecord] = []
-    policy = ModelPolicy(cfg.policy) if any(job[2] == POLICY for _, job in jobs) else None
+    policy = ModelPolicy(cfg.policy) if any(job[2] in (POLICY, POLICY_STEER) for _, job in jobs) else None
     with SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE)) as cell:
         for k, (episode, (seed, task, executed)) in enumerate(jobs):
             if executed == POLICY:
                 out += run_policy_episode(cell, seed, task, cfg, episode, policy)
+            elif executed == POLICY_STEER:
+                out += run_policy_steer_episode(cell, seed, task, cfg, episode, policy)
             else:
                 out += run_episode(cell, seed, task, executed, cfg, episode)
             if cfg.progress and (k + 1) % 25 == 0:
@@ -383,5 +439,6 @@ def generate(cfg: DataConfig) -> list[StepRecord]:
     return records
 
 
-__all__ = ["DataConfig", "StepRecord", "generate", "run_episode", "run_policy_episode", "ModelPolicy", "episode_plan",
+__all__ = ["DataConfig", "StepRecord", "generate", "run_episode", "run_policy_episode", "run_policy_steer_episode",
+           "ModelPolicy", "episode_plan",
            "model_pixels", "drawn_pixels", "inverse_depth", "in_view", "PICK_TASKS", "WRIST_SIZE"]

@@ -156,12 +156,9 @@ class Evaluator:
         for step in range(STEER_STEPS):
             obs, _ = self.observe(task.instruction)
             trace = [tuple(map(int, p)) for p in operator.act().trace]
-            if mode == "steer_text":
-                r0 = self.decoder.reason(obs)
+            r0, r = self.policy.steered(obs, trace, mode)
+            if r0 is not None:
                 res.reason_ms.append(r0.timings_ms["total"])
-                r = self.decoder.steer_text(trace)
-            else:
-                r = self.decoder.steer_visual(obs, trace)
             res.steer_ms.append(r.timings_ms["total"])
             self.send(r.action)
             res.steps = step + 1

@@ -989,6 +989,11 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
                             "offset_weight": cfg.offset_weight,
                             "wrist_look_weight": cfg.wrist_look_weight, "mix": list(cfg.mix),
                             "precision": cfg.precision}
+    if cfg.data.policy is not None:        # DAgger: which checkpoint drove which extra episodes
+        cfg_dict["training"]["dagger"] = {"from": cfg.data.policy,
+                                          "policy_digest": policy_digest(Path(cfg.data.policy)),
+                                          "episodes": cfg.data.policy_episodes,
+                                          "steer_episodes": cfg.data.policy_steer_episodes}
     if base is not None:
         cfg_dict["training"]["init_from"] = {"path": str(cfg.init_from), "head_warmup": cfg.head_warmup,
                                              "training": base.training}
@@ -1088,14 +1093,22 @@ def policy_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def data_key(data_cfg: DataConfig) -> str:
+    """What the generated data depends on: every setting but the worker count (and the policy's weights,
+    not its path)."""
+    settings = {k: v for k, v in asdict(data_cfg).items() if k not in ("workers", "progress")}
+    if not settings["policy_steer_episodes"]:    # keeps the keys of caches written before it existed
+        del settings["policy_steer_episodes"]
+    if data_cfg.policy is not None:        # the policy's states depend on its weights, not on its path
+        settings["policy"] = policy_digest(Path(data_cfg.policy))
+    return json.dumps({**settings, "workers": 0}, sort_keys=True)
+
+
 def _cached_records(data_cfg: DataConfig, cache: Path | None, log) -> list[StepRecord]:
     """Generate the records, or read them from ``cache`` when it was written for the same config
     (the data is deterministic, so a rerun with other training settings can skip the rollouts)."""
     import pickle
-    settings = {k: v for k, v in asdict(data_cfg).items() if k not in ("workers", "progress")}
-    if data_cfg.policy is not None:        # the policy's states depend on its weights, not on its path
-        settings["policy"] = policy_digest(Path(data_cfg.policy))
-    key = json.dumps({**settings, "workers": 0}, sort_keys=True)
+    key = data_key(data_cfg)
     if cache is not None and cache.is_file():
         with cache.open("rb") as f:
             stored_key, records = pickle.load(f)
@@ -1205,6 +1218,10 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                    help="DAgger: this checkpoint drives --dagger-episodes more pick episodes, each state labelled "
                         "by the state-based expert (usually the same checkpoint as --init-from)")
     p.add_argument("--dagger-episodes", type=int, default=240)
+    p.add_argument("--dagger-steer-episodes", type=int, default=0,
+                   help="DAgger for steering: --dagger-from also drives this many pick episodes steered onto another "
+                        "object (steer_text or steer_visual, as the eval steers), each state labelled by that "
+                        "object's expert")
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue training this checkpoint of the pipeline (its tokenizer, action normalization "
                         "and depth codes are kept; no vision pre-training)")
@@ -1232,6 +1249,7 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                                       expert=args.expert,
                                       policy=None if args.dagger_from is None else str(args.dagger_from),
                                       policy_episodes=args.dagger_episodes if args.dagger_from else 0,
+                                      policy_steer_episodes=args.dagger_steer_episodes if args.dagger_from else 0,
                                       workers=args.workers),
                       vq=VQTrainConfig(steps=args.vq_steps))
     return cfg, args

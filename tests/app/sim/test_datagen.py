@@ -281,20 +281,78 @@ def test_a_policy_episode_executes_the_policy_and_labels_each_state_with_the_sta
     assert again.action[:3] @ to_approach / np.linalg.norm(again.action[:3]) / np.linalg.norm(to_approach) > 0.99
 
 
+class SteeredDownPolicy:
+    """Stands in for a checkpoint steered by a dragged trace: notes what it was asked, then sinks with the
+    fingers open whatever the trace says (or answers NaN once ``nan_after`` calls are used up)."""
+
+    def __init__(self, nan_after: int | None = None) -> None:
+        self.calls: list[tuple[str, list[tuple[int, int]], str]] = []
+        self.nan_after = nan_after
+
+    def steer(self, cell, instruction: str, trace, mode: str) -> np.ndarray:
+        self.calls.append((instruction, list(trace), mode))
+        if self.nan_after is not None and len(self.calls) > self.nan_after:
+            return np.full(7, np.nan)
+        return np.array([0.0, 0.0, -0.02, 0.0, 0.0, 0.0, 0.0])
+
+
+def test_a_steered_policy_episode_drags_the_trace_onto_another_object_and_labels_with_its_expert(front_cell):
+    """DAgger for steering: instructed to pick A, the policy gets B's expert trace every step (as the
+    eval's operator drags it), its own motion is executed, and each state is a steer record labelled by
+    B's expert from that state."""
+    from app.sim.datagen import STEER_MODES, run_policy_steer_episode
+    cfg = DataConfig(record_prob=1.0, policy_steps=5, expert="servo")
+    policy = SteeredDownPolicy()
+    front_cell.reset(21, "pick_blue_block")
+    start = front_cell.ee_pose().position
+    recs = run_policy_steer_episode(front_cell, 21, "pick_blue_block", cfg, 9, policy)
+    assert len(recs) == 5 and len(policy.calls) == 5
+    target = recs[0].own_target
+    assert target != TASKS["pick_blue_block"].target and all(r.own_target == target for r in recs)
+    assert all(r.steer_episode and r.task == "pick_blue_block" and r.episode == 9 for r in recs)
+    assert {m for _, _, m in policy.calls} <= set(STEER_MODES) and len({m for _, _, m in policy.calls}) == 1
+    assert all(i == TASKS["pick_blue_block"].instruction for i, _, _ in policy.calls)
+    for rec, (_, trace, _) in zip(recs, policy.calls):     # the dragged trace is the label's trace
+        assert rec.own_trace.tolist() == [list(p) for p in trace]
+    moved = front_cell.ee_pose().position - start
+    assert moved[2] < -0.06 and np.hypot(*moved[:2]) < 0.01          # the policy's motion, not the expert's
+    b_task = next(t for t in TASKS.values() if t.kind == "pick" and t.target == target)
+    label = b_task.make_expert(front_cell, "servo").act()             # B's expert from where it ended
+    assert np.linalg.norm(label.action[:2]) > 0.005                   # ... would have gone sideways to B
+    # the same seed gives the same B and mode; an answer it cannot act on ends it, keeping what it labelled
+    again = SteeredDownPolicy(nan_after=1)
+    recs2 = run_policy_steer_episode(front_cell, 21, "pick_blue_block", cfg, 9, again)
+    assert len(recs2) == 2 and recs2[0].own_target == target and again.calls[0][2] == policy.calls[0][2]
+    np.testing.assert_array_equal(recs2[0].own_action, recs[0].own_action)
+
+
+def test_the_steered_dagger_episodes_come_after_the_pick_ones_with_seeds_of_their_own():
+    from app.sim.datagen import PICK_TASKS, POLICY, POLICY_STEER
+    cfg = DataConfig(episodes_per_task=1, steer_episodes=2, policy="x", policy_episodes=3, policy_steer_episodes=8)
+    plan = episode_plan(cfg)
+    assert [e for _, _, e in plan[-11:]] == [POLICY] * 3 + [POLICY_STEER] * 8
+    assert len({s for s, _, _ in plan}) == len(plan) and max(s for s, _, _ in plan) < 100_000
+    assert {t for _, t, _ in plan[-8:]} == set(PICK_TASKS)
+
+
 @pytest.mark.slow
 def test_the_bundled_model_drives_policy_episodes_in_the_generated_data():
     """The real path: ``DataConfig.policy`` names a checkpoint, ``generate`` loads it in its worker and
     adds its episodes (seeds apart from the scripted ones) after the scripted ones."""
     from app.config import DEFAULT_MODEL_PATH
-    from app.sim.datagen import POLICY, generate
+    from app.sim.datagen import POLICY, POLICY_STEER, ModelPolicy, generate
     cfg = DataConfig(episodes_per_task=0, steer_episodes=1, max_steps=4, record_prob=1.0, workers=1,
-                     policy=str(DEFAULT_MODEL_PATH), policy_episodes=2, policy_steps=3)
+                     policy=str(DEFAULT_MODEL_PATH), policy_episodes=2, policy_steer_episodes=2, policy_steps=3,
+                     wrist=True, expert="servo")
     plan = episode_plan(cfg)
-    assert [e for _, _, e in plan[-2:]] == [POLICY, POLICY] and len({s for s, _, _ in plan}) == len(plan)
-    assert max(s for s, _, _ in plan) < 100_000
+    assert [e for _, _, e in plan[-4:]] == [POLICY, POLICY, POLICY_STEER, POLICY_STEER]
     recs = generate(cfg)
-    by_episode = [[r for r in recs if r.episode == e] for e in range(3)]
+    by_episode = [[r for r in recs if r.episode == e] for e in range(5)]
     assert len(by_episode[0]) == 4 and all(0 < len(rs) <= 3 for rs in by_episode[1:])
+    assert not any(r.steer_episode for rs in by_episode[1:3] for r in rs)
+    assert all(r.steer_episode and r.own_target != TASKS[r.task].target for rs in by_episode[3:] for r in rs)
+    with pytest.raises(ValueError, match="unknown steering mode 'steer_audio'"):
+        ModelPolicy(DEFAULT_MODEL_PATH).steered(None, [(10, 10)], "steer_audio")
     assert {r.task for rs in by_episode[1:] for r in rs} <= set(TASKS) and all(
         r.own_trace.shape[1] == 2 for rs in by_episode[1:] for r in rs)
 

@@ -368,6 +368,25 @@ def test_a_continued_checkpoint_keeps_its_tokenizer_norm_stats_and_depth_decoder
     assert {f.name: f.read_bytes() for f in (tmp_path / "base").iterdir()} == before
 
 
+def test_a_dagger_run_records_which_checkpoint_drove_which_episodes(tmp_path):
+    """``config.json`` says the data had DAgger episodes, from which weights (the digest the data cache keys
+    on) and how many of each kind; a run without them says nothing of the sort."""
+    from app.sim.datagen import DataConfig
+    from app.sim.depth_vq import VQTrainConfig
+    from app.sim.train import policy_digest, train
+    from tests.checkpoints import TINY_MODEL
+    data = DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=6, workers=1, record_prob=1.0)
+    cfg = TrainConfig(steps=1, batch=4, shape=SMALL, vision_steps=0, data=data, vq=VQTrainConfig(steps=2, batch=4))
+    dagger = replace(data, policy=str(TINY_MODEL), policy_episodes=1, policy_steer_episodes=2, policy_steps=2)
+    summary = train(replace(cfg, data=dagger), tmp_path / "dag", log=lambda m: None)
+    training = json.loads((tmp_path / "dag" / "config.json").read_text())["training"]
+    assert training["dagger"] == {"from": str(TINY_MODEL), "policy_digest": policy_digest(TINY_MODEL),
+                                  "episodes": 1, "steer_episodes": 2}
+    assert summary["records"] > 12                      # the 12 scripted ones and at least one per DAgger episode
+    train(cfg, tmp_path / "plain", log=lambda m: None)
+    assert "dagger" not in json.loads((tmp_path / "plain" / "config.json").read_text())["training"]
+
+
 @pytest.mark.slow
 def test_time_budgeted_run_is_the_run_with_the_steps_it_reports(tmp_path):
     """``--train-seconds`` times real steps on a throwaway copy, so the run it makes is byte for byte the
@@ -631,15 +650,13 @@ def test_the_offset_head_learns_where_the_acted_on_object_is(pieces):
 
 
 def test_offset_weight_refuses_data_without_3d_positions(tmp_path):
-    from app.sim.train import train
-    cfg = TrainConfig(offset_weight=1.0, steps=1, vision_steps=0, shape=SMALL)
     import pickle
-    from dataclasses import asdict
+    from app.sim.train import data_key, train
+    cfg = TrainConfig(offset_weight=1.0, steps=1, vision_steps=0, shape=SMALL)
     recs = [record(i) for i in range(4)]              # made the way data was before 3-D positions were kept
     cache = tmp_path / "d.pkl"
-    settings = {k: v for k, v in asdict(cfg.data).items() if k not in ("workers", "progress")}
     with cache.open("wb") as f:
-        pickle.dump((json.dumps({**settings, "workers": 0}, sort_keys=True), recs), f)
+        pickle.dump((data_key(cfg.data), recs), f)
     with pytest.raises(ValueError, match="3-D positions"):
         train(cfg, tmp_path / "out", log=lambda *_: None, data_cache=cache)
 
@@ -658,6 +675,20 @@ def test_the_data_cache_key_follows_the_policys_weights_not_its_path(tmp_path):
     data[-1] ^= 1
     f.write_bytes(bytes(data))
     assert policy_digest(tmp_path / "b") != policy_digest(tmp_path / "a")
+
+
+def test_steered_dagger_episodes_change_the_data_key_and_none_keep_the_keys_of_older_caches():
+    """A cache written before ``policy_steer_episodes`` existed had no such key; with none asked for the key
+    is still that one, with some it is another (and the command line sets them only with --dagger-from)."""
+    from app.sim.train import data_key, parse_command
+    from tests.checkpoints import TINY_MODEL
+    assert "policy_steer_episodes" not in json.loads(data_key(DataConfig()))
+    dagger = DataConfig(policy=str(TINY_MODEL), policy_episodes=8)
+    assert data_key(replace(dagger, policy_steer_episodes=4)) != data_key(dagger)
+    assert json.loads(data_key(replace(dagger, policy_steer_episodes=4)))["policy_steer_episodes"] == 4
+    assert parse_command(["--dagger-steer-episodes", "40"])[0].data.policy_steer_episodes == 0
+    cfg, _ = parse_command(["--dagger-from", str(TINY_MODEL), "--dagger-steer-episodes", "40"])
+    assert (cfg.data.policy_episodes, cfg.data.policy_steer_episodes) == (240, 40)
 
 
 def test_the_command_line_sets_the_sample_mix_and_refuses_a_bad_one(capsys):
