@@ -219,27 +219,12 @@ def run_policy_episode(cell, seed: int, task_name: str, cfg: DataConfig, episode
     rng = np.random.default_rng(seed + 7)
     task = TASKS[task_name]
     cell.reset(seed, task)
-    records: list[StepRecord] = []
-    for _ in range(cfg.policy_steps):
-        label = (ServoPickExpert if cfg.expert == "servo" else StateExpert)(task, cell).act()
-        if no_label(cell, label.trace, cfg):
-            break
-        if rng.random() < cfg.record_prob:
-            records.append(_record(cell, task, None, label, cfg, episode, rng))
-        if label.done or task.success(cell):
-            break
-        try:
-            action = policy.act(cell, task.instruction)
-        except (ValueError, NonFiniteLogitsError):   # a malformed answer: the states so far are still data
-            break
-        if not np.all(np.isfinite(action)):
-            break
-        cell.step(action)
-    return records
+    return _policy_rollout(cell, cfg, rng, task, lambda label: _record(cell, task, None, label, cfg, episode, rng),
+                           lambda label: policy.act(cell, task.instruction))
 
 
 def run_policy_steer_episode(cell, seed: int, task_name: str, cfg: DataConfig, episode: int,
-                              policy: ModelPolicy) -> list[StepRecord]:
+                             policy: ModelPolicy) -> list[StepRecord]:
     """DAgger for steering: instructed to pick ``task_name`` (A), the operator drags the trace onto another
     object B every step (B's expert's trace, as the eval's steer episodes do) through a random one of the
     two modes, and every recorded state is labelled by B's expert (a steer record). Ends when B is lifted,
@@ -249,17 +234,26 @@ def run_policy_steer_episode(cell, seed: int, task_name: str, cfg: DataConfig, e
     target = _other_pick(task, rng)
     mode = STEER_MODES[int(rng.integers(len(STEER_MODES)))]
     cell.reset(seed, task)
+    return _policy_rollout(
+        cell, cfg, rng, target, lambda label: _record(cell, task, target.name, label, cfg, episode, rng),
+        lambda label: policy.steer(cell, task.instruction, [tuple(map(int, p)) for p in label.trace], mode))
+
+
+def _policy_rollout(cell, cfg: DataConfig, rng: np.random.Generator, acted: Task, record, act) -> list[StepRecord]:
+    """The DAgger loop: label the state with ``acted``'s state-based expert, maybe ``record`` it, then execute
+    ``act(label)``, the checkpoint's command. Ends when ``acted`` is lifted or its expert is done, or when the
+    model's answer cannot be acted on (the states so far are still data)."""
     records: list[StepRecord] = []
     for _ in range(cfg.policy_steps):
-        label = target.make_expert(cell, cfg.expert).act()
+        label = (ServoPickExpert if cfg.expert == "servo" else StateExpert)(acted, cell).act()
         if no_label(cell, label.trace, cfg):
             break
         if rng.random() < cfg.record_prob:
-            records.append(_record(cell, task, target.name, label, cfg, episode, rng))
-        if label.done or target.success(cell):
+            records.append(record(label))
+        if label.done or acted.success(cell):
             break
         try:
-            action = policy.steer(cell, task.instruction, [tuple(map(int, p)) for p in label.trace], mode)
+            action = act(label)
         except (ValueError, NonFiniteLogitsError):
             break
         if not np.all(np.isfinite(action)):
