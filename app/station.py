@@ -32,7 +32,7 @@ def open_session(cfg: StationConfig, session_cfg: SessionConfig | None = None,
     extras: list = []
     try:
         if cfg.camera.type == "sim":
-            cell = make_sim_cell(cfg.camera, cfg.sim, session_cfg.instruction)
+            cell = make_sim_cell(cfg.camera, cfg.sim, session_cfg.instruction, ckpt.training)
         camera = make_camera(cfg.camera, cell)
         camera.connect()
         extras = make_extra_cameras(cfg.camera, ckpt.cameras[1:], cell)

@@ -6,13 +6,16 @@ from .arm import Arm
 from .camera import Camera
 
 
-def make_sim_cell(camera: CameraConfig, task: SimTaskConfig, instruction: str):
-    """The simulated cell, reset to the task named by ``task.task`` or by the instruction."""
+def make_sim_cell(camera: CameraConfig, task: SimTaskConfig, instruction: str, model_training: dict | None = None):
+    """The simulated cell, reset to the task named by ``task.task`` or by the instruction; its wrist camera
+    as the model's training saw it (``model_training``: the checkpoint's ``training`` record)."""
     from ..sim.cell import SimCell, SimConfig
+    from ..sim.scene import wrist_fovy_of
     from ..sim.tasks import get_task
 
     spec = get_task(task.task or instruction)
-    cell = SimCell(SimConfig(seed=task.seed, task=spec.name, front_size=(camera.width, camera.height)))
+    cell = SimCell(SimConfig(seed=task.seed, task=spec.name, front_size=(camera.width, camera.height),
+                             wrist_fovy_deg=wrist_fovy_of(model_training)))
     cell.reset(task.seed, spec.name)
     return cell
 

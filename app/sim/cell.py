@@ -39,6 +39,7 @@ class SimConfig:
     interpolation_chunks: int = 10           # target updates per control period
     front_size: tuple[int, int] = (640, 480)  # (width, height)
     wrist_size: tuple[int, int] = (320, 240)
+    wrist_fovy_deg: float = scene.FOVY_DEG   # the wrist camera's vertical field of view (see wrist_camera_xml)
     shadows: bool = False
     max_depth_m: float = 10.0                # beyond this, depth reads 0 (invalid), like a D435
     workspace_low: tuple[float, float, float] = (0.15, -0.5, 0.015)
@@ -81,7 +82,8 @@ class SimCell:
     def __init__(self, config: SimConfig | None = None):
         self.config = cfg = config or SimConfig()
         self.gl_backend = BACKEND
-        self.model = mujoco.MjModel.from_xml_string(scene.build_mjcf(cfg.timestep, cfg.shadows))
+        self.model = mujoco.MjModel.from_xml_string(
+            scene.build_mjcf(cfg.timestep, cfg.shadows, cfg.wrist_fovy_deg))
         self.data = mujoco.MjData(self.model)
         self.lock = threading.RLock()
         m = self.model

@@ -75,6 +75,7 @@ class DataConfig:
     alt_prob: float = 0.6            # chance a step also gets an ``alt`` label
     image_side: int = 168            # the checkpoint's base_image_input_size
     wrist: bool = False              # also record the wrist camera (the model's second image)
+    wrist_fovy_deg: float = scene.FOVY_DEG   # its vertical field of view (``SimConfig.wrist_fovy_deg``)
     miss_prob: float = 0.0           # share of pick/place episodes that first miss the grasp (BesideExpert)
     steer_miss_prob: float = 0.0     # share of steer episodes that first miss the executed object B likewise
     miss_m: tuple[float, float] = (0.02, 0.045)   # how far beside the object that grasp closes
@@ -183,6 +184,7 @@ class ModelPolicy:
         self.adapter = ActionAdapter.for_arm("sim", self.unnorm_key)
         # the expert it learned from (app.sim.train records it; older checkpoints: the waypoint script)
         self.expert = (self.ckpt.training or {}).get("expert", "script")
+        self.wrist_fovy_deg = scene.wrist_fovy_of(self.ckpt.training)
 
     def observe(self, cell, instruction: str):
         """(the observation of the checkpoint's cameras, the front camera's depth in metres)."""
@@ -407,7 +409,10 @@ def _worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | None]]
     cfg, jobs = args
     out: list[StepRecord] = []
     policy = ModelPolicy(cfg.policy) if any(job[2] in (POLICY, POLICY_STEER) for _, job in jobs) else None
-    with SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE)) as cell:
+    if policy is not None and policy.wrist_fovy_deg != cfg.wrist_fovy_deg:
+        raise ValueError(f"{cfg.policy} was trained with a {policy.wrist_fovy_deg:g}° wrist camera; this data "
+                         f"renders a {cfg.wrist_fovy_deg:g}° one (--wrist-fovy)")
+    with SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE, wrist_fovy_deg=cfg.wrist_fovy_deg)) as cell:
         for k, (episode, (seed, task, executed)) in enumerate(jobs):
             if executed == POLICY:
                 out += run_policy_episode(cell, seed, task, cfg, episode, policy)

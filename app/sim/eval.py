@@ -104,7 +104,8 @@ class Evaluator:
     def __init__(self, model_path: Path, device: str = "cpu") -> None:
         from app.sim.cell import SimCell, SimConfig
         self.policy = ModelPolicy(model_path, device)
-        self.cell = SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE))
+        self.cell = SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE,
+                                      wrist_fovy_deg=self.policy.wrist_fovy_deg))
 
     @property
     def decoder(self):

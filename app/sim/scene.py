@@ -37,6 +37,7 @@ TCP_IN_HAND = 0.1034                              # flange-to-fingertip-centre, 
 # --- cameras -----------------------------------------------------------------------------------
 D435_FX_640 = 615.0
 FOVY_DEG = math.degrees(2 * math.atan(240 / D435_FX_640))   # ~42.6°: fy = 615 at 640x480
+D405_FOVY_DEG = 58.0    # a RealSense D405's vertical field of view (87° x 58°); 73° across at 4:3
 FRONT_CAM_POS = np.array([1.0, 0.0, 0.9])       # 53° down, 0.97 m from the work area's centre: a centimetre
 FRONT_CAM_TARGET = np.array([0.42, 0.0, 0.12])   # on the table is 5-6 px of 640x480 (the objects fill more of it)
 MAX_RENDER_SIZE = (1280, 960)                    # offscreen framebuffer (width, height)
@@ -129,16 +130,26 @@ def _finger_xml(side: str, sign: int) -> str:
           </body>"""
 
 
-def wrist_camera_xml() -> str:
+def wrist_camera_xml(fovy_deg: float = FOVY_DEG) -> str:
     """On a bracket beside the hand, looking down past the fingertips: the fingers in the lower corners
-    and what is between them (a grasped object's centre stays in view) in the lower middle."""
+    and what is between them (a grasped object's centre stays in view) in the lower middle.
+
+    ``fovy_deg``: the D435's ~42.6° by default; ``D405_FOVY_DEG`` (58°, the wrist camera RealSense sells)
+    keeps an object 4-6 cm beside the fingers in view where the narrower view loses it in about a third
+    of the directions around it."""
     pos = np.array([0.06, 0.0, 0.03])
     target = np.array([0.0, 0.0, 0.12])
     return (f'<camera name="wrist" pos="{_fmt(pos)}" '
-            f'xyaxes="{_look_at_xyaxes(pos, target, up=(1.0, 0.0, 0.0))}" fovy="{FOVY_DEG:.10g}"/>')
+            f'xyaxes="{_look_at_xyaxes(pos, target, up=(1.0, 0.0, 0.0))}" fovy="{fovy_deg:.10g}"/>')
 
 
-def build_mjcf(timestep: float = 0.002, shadows: bool = False) -> str:
+def wrist_fovy_of(training: dict | None) -> float:
+    """The wrist camera a checkpoint of ``app.sim.train`` saw (its ``config.json`` records it; before it did,
+    every run rendered the D435's field of view): the sim cell that runs it must render the same."""
+    return float((training or {}).get("wrist_fovy_deg", FOVY_DEG))
+
+
+def build_mjcf(timestep: float = 0.002, shadows: bool = False, wrist_fovy_deg: float = FOVY_DEG) -> str:
     """The whole cell as an MJCF string."""
     kin = [  # (pos, quat) of each link frame in its parent: the Panda's standard offsets
         ("0 0 0.333", "1 0 0 0"), ("0 0 0", "1 -1 0 0"), ("0 -0.316 0", "1 1 0 0"),
@@ -170,7 +181,7 @@ def build_mjcf(timestep: float = 0.002, shadows: bool = False) -> str:
           <inertial pos="0 0 0.03" mass="0.7" diaginertia="0.002 0.0005 0.002"/>
           <geom class="robot" type="box" size="0.025 0.09 0.028" pos="0 0 0.03" rgba="0.9 0.9 0.92 1"/>
           <site name="{EE_SITE}" pos="0 0 {TCP_IN_HAND}" size="0.006" rgba="1 0 1 0.0"/>
-          {wrist_camera_xml()}
+          {wrist_camera_xml(wrist_fovy_deg)}
           {_finger_xml("left", 1)}
           {_finger_xml("right", -1)}
         </body>"""

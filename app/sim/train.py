@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.sim import scene
 from app.sim.datagen import LOCATED, DataConfig, StepRecord, generate
 from app.sim.depth_vq import VQTrainConfig, encode_all, fit_encoder, train_depth_vqvae
 from app.sim.ordinal import OrdinalTargets, smooth_rows_
@@ -985,7 +986,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
                             "expert": cfg.data.expert, "whole_number_tokens": cfg.whole_number_tokens,
                             "ordinal_sigma": cfg.ordinal_sigma, "miss_prob": cfg.data.miss_prob,
                             "steer_miss_prob": cfg.data.steer_miss_prob, "miss_m": list(cfg.data.miss_m),
-                            "end_lost": cfg.data.end_lost,
+                            "end_lost": cfg.data.end_lost, "wrist_fovy_deg": cfg.data.wrist_fovy_deg,
                             "offset_weight": cfg.offset_weight,
                             "wrist_look_weight": cfg.wrist_look_weight, "mix": list(cfg.mix),
                             "precision": cfg.precision}
@@ -1099,6 +1100,8 @@ def data_key(data_cfg: DataConfig) -> str:
     settings = {k: v for k, v in asdict(data_cfg).items() if k not in ("workers", "progress")}
     if not settings["policy_steer_episodes"]:    # keeps the keys of caches written before it existed
         del settings["policy_steer_episodes"]
+    if settings["wrist_fovy_deg"] == scene.FOVY_DEG:     # likewise
+        del settings["wrist_fovy_deg"]
     if data_cfg.policy is not None:        # the policy's states depend on its weights, not on its path
         settings["policy"] = policy_digest(Path(data_cfg.policy))
     return json.dumps({**settings, "workers": 0}, sort_keys=True)
@@ -1203,6 +1206,9 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                    help="how far beside the object (metres, uniform) a missed grasp closes")
     p.add_argument("--wrist", action=argparse.BooleanOptionalAction, default=True,
                    help="two images, front then wrist (the bundled recipe); --no-wrist: the front camera only")
+    p.add_argument("--wrist-fovy", type=float, default=DataConfig.wrist_fovy_deg, metavar="DEG",
+                   help="the sim wrist camera's vertical field of view in degrees (58: a RealSense D405's); "
+                        "config.json records it, and app.sim.eval renders the same")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the model's training")
     p.add_argument("--expert", choices=EXPERTS, default="servo",
                    help="the pick tasks' expert: ServoPickExpert, a law of the state (the bundled recipe), or the "
@@ -1243,7 +1249,8 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                       whole_number_tokens=args.whole_number_tokens, ordinal_sigma=args.ordinal_sigma,
                       precision=args.precision, mix=args.mix,
                       data=DataConfig(episodes_per_task=args.episodes_per_task, steer_episodes=args.steer_episodes,
-                                      wrist=args.wrist, miss_prob=args.miss_prob,
+                                      wrist=args.wrist, wrist_fovy_deg=args.wrist_fovy,
+                                      miss_prob=args.miss_prob,
                                       steer_miss_prob=args.steer_miss_prob, miss_m=args.miss_m,
                                       end_lost=args.end_lost,
                                       expert=args.expert,

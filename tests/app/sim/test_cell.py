@@ -105,3 +105,47 @@ def test_left_is_minus_y_and_image_left(cell):
     u0 = cell.project(p)[0, 0]
     u_left = cell.project(p - [0, 0.1, 0])[0, 0]
     assert u_left < u0 - 20
+
+
+def _in_wrist_view_around(c, beside_m: float, above_m: float, directions: int = 8) -> int:
+    """In how many of ``directions`` around the red cube, with the open hand ``beside_m`` beside it and
+    ``above_m`` above its centre, the cube's centre is inside the wrist image."""
+    from app.sim.datagen import WRIST_SIZE, in_view
+    seen = 0
+    for angle in np.linspace(0, 2 * np.pi, directions, endpoint=False):
+        c.reset(1234, "pick_red_cube")
+        cube = c.object_position("red_cube")
+        goal = cube + np.array([beside_m * np.cos(angle), beside_m * np.sin(angle), above_m])
+        for _ in range(40):
+            a = np.zeros(7)
+            a[:3] = np.clip(goal - c.ee_pose().position, -0.025, 0.025)
+            c.step(a)
+        assert np.linalg.norm(c.ee_pose().position - goal) < 0.005
+        uv = in_view(c.project(c.object_position("red_cube")[None], *WRIST_SIZE, camera="wrist"), *WRIST_SIZE)
+        seen += bool(np.isfinite(uv).all())
+    return seen
+
+
+def test_a_d405_wide_wrist_camera_keeps_an_object_beside_the_fingers_in_view(cell):
+    """Why ``--wrist-fovy 58``: 4 cm beside the cube and 8 cm above it, the D435's 42.6° view loses the cube
+    in 3 of 8 directions around it; a D405's 58° keeps it in all of them. The field of view is the
+    MuJoCo camera's, so the intrinsics (and the projection) follow it."""
+    from app.sim.cell import SimCell, SimConfig
+    from app.sim.datagen import WRIST_SIZE
+    wide = SimCell(SimConfig(wrist_fovy_deg=scene.D405_FOVY_DEG))
+    try:
+        w, h = WRIST_SIZE
+        fy = lambda c: c.intrinsics("wrist", w, h).fy      # noqa: E731
+        assert fy(cell) == pytest.approx((h / 2) / np.tan(np.radians(scene.FOVY_DEG) / 2))
+        assert fy(wide) == pytest.approx((h / 2) / np.tan(np.radians(58.0) / 2))
+        assert wide.intrinsics("front", 640, 480).fy == pytest.approx(cell.intrinsics("front", 640, 480).fy)
+        assert _in_wrist_view_around(cell, 0.04, 0.08) <= 5
+        assert _in_wrist_view_around(wide, 0.04, 0.08) == 8
+    finally:
+        wide.close()
+
+
+def test_which_wrist_camera_a_checkpoint_saw():
+    """Checkpoints from before the field was recorded saw the D435's view."""
+    assert scene.wrist_fovy_of(None) == scene.wrist_fovy_of({"seed": 0}) == scene.FOVY_DEG
+    assert scene.wrist_fovy_of({"wrist_fovy_deg": 58}) == 58.0

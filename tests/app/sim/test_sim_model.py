@@ -121,6 +121,7 @@ def test_dragged_trace_turns_the_action_toward_it_with_steer_visual(station):
 
 def test_the_training_commands_defaults_are_the_bundled_checkpoints_recipe():
     """``python -m app.sim.train`` with no options trains what ``assets/sim-molmoact`` was trained with."""
+    from app.sim.scene import wrist_fovy_of
     from app.sim.train import IMAGE_SIDE, parse_command
     from model.checkpoint import load_checkpoint
     from model.grammar import GrammarTokens
@@ -137,6 +138,7 @@ def test_the_training_commands_defaults_are_the_bundled_checkpoints_recipe():
             tuple(made.get("miss_m", DataConfig.miss_m)), made.get("end_lost", False)) == \
         (cfg.data.miss_prob, cfg.mix, cfg.wrist_look_weight, cfg.data.steer_miss_prob, cfg.offset_weight,
          cfg.data.miss_m, cfg.data.end_lost)
+    assert wrist_fovy_of(made) == cfg.data.wrist_fovy_deg
     # the precision a run used: "auto" is bf16 where the machine multiplies it natively, else fp32
     used = made.get("precision", "fp32")
     assert used == cfg.precision or (cfg.precision == "auto" and used in ("bf16", "fp32")), (used, cfg.precision)

@@ -715,3 +715,48 @@ def test_the_command_line_can_end_data_episodes_once_an_object_is_lost():
     from app.sim.train import parse_command
     assert parse_command(["--end-lost"])[0].data.end_lost is True
     assert parse_command([])[0].data.end_lost is DataConfig().end_lost is False
+
+
+def test_the_wrist_cameras_field_of_view_is_a_data_setting_recorded_and_rendered_again(tmp_path):
+    """``--wrist-fovy``: part of the data's key (a cache of the default keeps its older key), recorded in
+    ``config.json``, and the eval's and the station's sim cells render the wrist camera the checkpoint saw."""
+    import numpy as np
+    from app.config import CameraConfig, SimTaskConfig
+    from app.devices.factory import make_sim_cell
+    from app.sim import scene
+    from app.sim.datagen import WRIST_SIZE
+    from app.sim.depth_vq import VQTrainConfig
+    from app.sim.eval import Evaluator
+    from app.sim.train import data_key, parse_command, train
+    assert "wrist_fovy_deg" not in json.loads(data_key(DataConfig()))
+    cfg58 = parse_command(["--wrist-fovy", "58"])[0]
+    assert cfg58.data.wrist_fovy_deg == 58.0 == json.loads(data_key(cfg58.data))["wrist_fovy_deg"]
+    assert parse_command([])[0].data.wrist_fovy_deg == DataConfig().wrist_fovy_deg
+    data = DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=6, workers=1, record_prob=1.0,
+                      wrist_fovy_deg=58.0)
+    train(TrainConfig(steps=1, batch=4, shape=SMALL, vision_steps=0, data=data, vq=VQTrainConfig(steps=2, batch=4)),
+          tmp_path / "w58", log=lambda m: None)
+    training = json.loads((tmp_path / "w58" / "config.json").read_text())["training"]
+    assert training["wrist_fovy_deg"] == 58.0
+    w, h = WRIST_SIZE
+    fy58 = (h / 2) / np.tan(np.radians(58.0) / 2)
+    ev = Evaluator(tmp_path / "w58")
+    try:
+        assert ev.cell.intrinsics("wrist", w, h).fy == pytest.approx(fy58)
+    finally:
+        ev.close()
+    for model_training, fovy in ((training, 58.0), (None, scene.FOVY_DEG)):
+        cell = make_sim_cell(CameraConfig(type="sim"), SimTaskConfig(), "pick up the red cube", model_training)
+        try:
+            assert cell.intrinsics("wrist", w, h).fy == pytest.approx((h / 2) / np.tan(np.radians(fovy) / 2))
+        finally:
+            cell.close()
+
+
+def test_dagger_refuses_a_checkpoint_that_saw_another_wrist_camera():
+    from app.sim.datagen import generate
+    from tests.checkpoints import TINY_MODEL
+    cfg = DataConfig(episodes_per_task=0, steer_episodes=0, workers=1, policy=str(TINY_MODEL), policy_episodes=1,
+                     policy_steps=2, wrist_fovy_deg=58.0)
+    with pytest.raises(ValueError, match="wrist camera"):
+        generate(cfg)
