@@ -409,9 +409,9 @@ def _worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | None]]
     cfg, jobs = args
     out: list[StepRecord] = []
     policy = ModelPolicy(cfg.policy) if any(job[2] in (POLICY, POLICY_STEER) for _, job in jobs) else None
-    if policy is not None and policy.wrist_fovy_deg != cfg.wrist_fovy_deg:
-        raise ValueError(f"{cfg.policy} was trained with a {policy.wrist_fovy_deg:g}° wrist camera; this data "
-                         f"renders a {cfg.wrist_fovy_deg:g}° one (--wrist-fovy)")
+    if policy is not None and "wrist" in policy.ckpt.cameras and policy.wrist_fovy_deg != cfg.wrist_fovy_deg:
+        raise ValueError(f"{cfg.policy} was trained with a {policy.wrist_fovy_deg:.1f}° wrist camera; this data "
+                         f"renders a {cfg.wrist_fovy_deg:.1f}° one (--wrist-fovy)")
     with SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE, wrist_fovy_deg=cfg.wrist_fovy_deg)) as cell:
         for k, (episode, (seed, task, executed)) in enumerate(jobs):
             if executed == POLICY:

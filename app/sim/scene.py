@@ -134,7 +134,7 @@ def wrist_camera_xml(fovy_deg: float = FOVY_DEG) -> str:
     """On a bracket beside the hand, looking down past the fingertips: the fingers in the lower corners
     and what is between them (a grasped object's centre stays in view) in the lower middle.
 
-    ``fovy_deg``: the D435's ~42.6° by default; ``D405_FOVY_DEG`` (58°, the wrist camera RealSense sells)
+    ``fovy_deg``: the D435's ~42.6° by default; ``D405_FOVY_DEG`` (58°, the RealSense made for wrist mounting)
     keeps an object 4-6 cm beside the fingers in view where the narrower view loses it in about a third
     of the directions around it."""
     pos = np.array([0.06, 0.0, 0.03])

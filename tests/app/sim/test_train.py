@@ -753,10 +753,13 @@ def test_the_wrist_cameras_field_of_view_is_a_data_setting_recorded_and_rendered
             cell.close()
 
 
-def test_dagger_refuses_a_checkpoint_that_saw_another_wrist_camera():
+def test_dagger_refuses_a_checkpoint_that_saw_another_wrist_camera(tmp_path):
+    """A two-camera checkpoint that saw the 42.6° wrist view must not drive data rendered at 58° (its states
+    would be ones it never sees in the eval); a front-only one does not look at the wrist camera."""
     from app.sim.datagen import generate
-    from tests.checkpoints import TINY_MODEL
-    cfg = DataConfig(episodes_per_task=0, steer_episodes=0, workers=1, policy=str(TINY_MODEL), policy_episodes=1,
-                     policy_steps=2, wrist_fovy_deg=58.0)
-    with pytest.raises(ValueError, match="wrist camera"):
-        generate(cfg)
+    from tests.checkpoints import TINY_MODEL, tiny_with_cameras
+    cfg = DataConfig(episodes_per_task=0, steer_episodes=0, workers=1, policy_episodes=1, policy_steps=2,
+                     wrist_fovy_deg=58.0, max_steps=2, record_prob=1.0)
+    with pytest.raises(ValueError, match="42.6° wrist camera; this data renders a 58.0° one"):
+        generate(replace(cfg, policy=str(tiny_with_cameras(tmp_path, ["front", "wrist"]))))
+    assert generate(replace(cfg, policy=str(TINY_MODEL)))          # front only: runs
