@@ -1094,14 +1094,17 @@ def policy_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+# data settings added after caches were written, and the value every earlier run had
+SETTINGS_ADDED_LATER = {"policy_steer_episodes": 0, "wrist_fovy_deg": scene.FOVY_DEG}
+
+
 def data_key(data_cfg: DataConfig) -> str:
     """What the generated data depends on: every setting but the worker count (and the policy's weights,
     not its path)."""
     settings = {k: v for k, v in asdict(data_cfg).items() if k not in ("workers", "progress")}
-    if not settings["policy_steer_episodes"]:    # keeps the keys of caches written before it existed
-        del settings["policy_steer_episodes"]
-    if settings["wrist_fovy_deg"] == scene.FOVY_DEG:     # likewise
-        del settings["wrist_fovy_deg"]
+    for name, before in SETTINGS_ADDED_LATER.items():   # at the value every run had before, the older key
+        if settings[name] == before:
+            del settings[name]
     if data_cfg.policy is not None:        # the policy's states depend on its weights, not on its path
         settings["policy"] = policy_digest(Path(data_cfg.policy))
     return json.dumps({**settings, "workers": 0}, sort_keys=True)
