@@ -240,14 +240,19 @@ def summarize(results: list[dict]) -> dict:
 
 
 def evaluate(model_path: Path, episodes: int, tasks: list[str] | None = None, steer: bool = True,
-             workers: int = 2, device: str = "cpu") -> tuple[dict, list[dict]]:
+             workers: int = 2, device: str = "cpu", threads: int | None = None) -> tuple[dict, list[dict]]:
+    """``threads``: torch (and Mesa) threads per worker; by default two for one worker and one each for more,
+    which fills a 2-core machine. Give fewer when something else runs: oversubscribed cores make every
+    OpenMP barrier spin, and a step then takes many times longer."""
     jobs = _jobs(tasks or list(TASKS), episodes, steer)
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
     if workers <= 1:
-        results = _run_jobs((str(model_path), device, jobs, 2))
+        results = _run_jobs((str(model_path), device, jobs, threads or 2))
     else:
         chunks = [jobs[i::workers] for i in range(workers)]
         with mp.get_context("spawn").Pool(workers) as pool:
-            parts = pool.map(_run_jobs, [(str(model_path), device, c, 1) for c in chunks])
+            parts = pool.map(_run_jobs, [(str(model_path), device, c, threads or 1) for c in chunks])
         results = [r for p in parts for r in p]
     return summarize(results), results
 
@@ -270,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")
     p.add_argument("--no-steer", action="store_true", help="skip the steering-compliance episodes")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker (default: 2 with one worker, 1 each with more)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--results", type=Path, default=None, help="also write every episode's result here (JSON)")
     args = p.parse_args(argv)
@@ -282,7 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: checkpoint directory not found: {args.model_path} "
               "(train one with: python -m app.sim.train --out DIR)", file=sys.stderr)
         return 2
-    summary, results = evaluate(args.model_path, args.episodes, tasks, not args.no_steer, args.workers, args.device)
+    if args.threads is not None and args.threads < 1:
+        print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+        return 2
+    summary, results = evaluate(args.model_path, args.episodes, tasks, not args.no_steer, args.workers, args.device,
+                                args.threads)
     summary["model"] = str(args.model_path)
     if args.results:
         args.results.write_text(json.dumps(results, indent=1))

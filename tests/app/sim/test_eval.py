@@ -59,6 +59,28 @@ def test_cli_refuses_a_missing_checkpoint_and_unknown_task(tmp_path, capsys):
     assert "unknown task" in capsys.readouterr().err
 
 
+def test_threads_per_worker_reach_the_rollouts_and_a_bad_count_is_refused(tmp_path, monkeypatch, capsys):
+    import app.sim.eval as ev
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_run_jobs(args):
+        seen.append(args[3])
+        raise Stop
+
+    monkeypatch.setattr(ev, "_run_jobs", fake_run_jobs)
+    for threads in (None, 1, 3):
+        with pytest.raises(Stop):
+            ev.evaluate(tmp_path, 1, ["pick_red_cube"], workers=1, threads=threads)
+    assert seen == [2, 1, 3]
+    with pytest.raises(ValueError, match="at least 1"):
+        ev.evaluate(tmp_path, 1, ["pick_red_cube"], workers=1, threads=0)
+    assert main(["--threads", "0", "--episodes", "1"]) == 2
+    assert "--threads" in capsys.readouterr().err
+
+
 def test_an_object_knocked_off_the_table_is_seen_as_such(cell):
     """The closed loop stops there (a failure): the expert's trace to an object behind the camera is NaN."""
     from app.sim.eval import off_table
