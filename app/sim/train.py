@@ -18,11 +18,14 @@ The command's defaults are the bundled checkpoint's recipe: ``--wrist`` (every s
 front then wrist, with the reference's multi-image prompts; the trace, the look-up supervision and the
 pointer stay on the first), ``--expert servo`` (``ServoPickExpert`` for the pick tasks),
 ``--whole-action-tokens`` and ``--whole-number-tokens`` (each trace coordinate one token), and ``RECIPE``
-below: missed grasps in the picking and the steer episodes, the offset head (``OffsetHead``), 6,000 steps,
-bf16 autocast where native. ``--ordinal-sigma 1.5`` adds soft targets over the action bins and coordinates
-(``app.sim.ordinal``; tried, not bundled). ``--miss-prob 0 --steer-miss-prob 0 --offset-weight 0 --steps 5000
---precision fp32`` is the recipe of the checkpoint bundled before; adding ``--no-whole-number-tokens`` gives
-the one before that, and ``--no-wrist --expert script --no-whole-action-tokens`` the earlier one.
+below: missed grasps in the picking and the steer episodes, the offset head (``OffsetHead``), data episodes
+that end once an object is lost (``--end-lost``), a wrist camera with a RealSense D405's 58° field of view
+(``--wrist-fovy 58``), 6,000 steps in fp32. ``--ordinal-sigma 1.5`` adds soft targets over the action bins and
+coordinates (``app.sim.ordinal``; tried, not bundled). ``--no-end-lost --wrist-fovy d435 --precision auto`` is
+the recipe of the checkpoint bundled before (the D435's 42.6°); ``--miss-prob 0
+--steer-miss-prob 0 --offset-weight 0 --steps 5000 --precision fp32`` on top of that, the one before it; adding
+``--no-whole-number-tokens`` gives the one before that, and ``--no-wrist --expert script --no-whole-action-tokens``
+the earlier one.
 
 ``--init-from DIR`` continues a checkpoint this pipeline wrote (for example a GPU run, continued on the
 CPU or on other data) instead of starting from scratch: its weights, tokenizer and action normalization
@@ -1152,6 +1155,24 @@ def _mix(text: str) -> tuple[float, float, float]:
     return parts
 
 
+WRIST_CAMERAS = {"d435": scene.FOVY_DEG, "d405": scene.D405_FOVY_DEG}
+
+
+def _fovy(text: str) -> float:
+    """``--wrist-fovy``: degrees, or the name of the RealSense whose vertical field of view to render (``d435``:
+    every checkpoint before 2026-12-06's; its 42.6° is rounded, so a number would not reproduce its data)."""
+    if text.lower() in WRIST_CAMERAS:
+        return WRIST_CAMERAS[text.lower()]
+    try:
+        deg = float(text)
+    except ValueError:
+        deg = float("nan")
+    if not 10.0 <= deg <= 120.0:
+        raise argparse.ArgumentTypeError(f"--wrist-fovy wants degrees in 10..120 or one of "
+                                         f"{', '.join(WRIST_CAMERAS)}; got {text!r}")
+    return deg
+
+
 def _miss_range(text: str) -> tuple[float, float]:
     """``LO,HI`` (metres) → how far beside the object a missed grasp closes, 0 < LO <= HI < 0.5."""
     try:
@@ -1166,7 +1187,8 @@ def _miss_range(text: str) -> tuple[float, float]:
 
 # The bundled checkpoint's recipe, where it differs from the dataclasses' defaults (those keep the plain
 # pipeline that tests and older commands build on): the command's defaults reproduce the bundled checkpoint.
-RECIPE = {"steps": 6000, "miss_prob": 0.3, "steer_miss_prob": 0.3, "offset_weight": 1.0, "precision": "auto"}
+RECIPE = {"steps": 6000, "miss_prob": 0.3, "steer_miss_prob": 0.3, "offset_weight": 1.0, "end_lost": True,
+          "wrist_fovy": scene.D405_FOVY_DEG, "precision": "fp32"}
 
 
 def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
@@ -1202,16 +1224,17 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                    help="share of pick/place episodes that first close beside the object, then recover")
     p.add_argument("--steer-miss-prob", type=float, default=RECIPE["steer_miss_prob"],
                    help="share of steer episodes (instructed A, trace to B) that first close beside B, then recover")
-    p.add_argument("--end-lost", action=argparse.BooleanOptionalAction, default=DataConfig.end_lost,
+    p.add_argument("--end-lost", action=argparse.BooleanOptionalAction, default=RECIPE["end_lost"],
                    help="end a data episode once an object has fallen off the table or its trace runs off the "
                         "image (its expert would chase it to the workspace's edge)")
     p.add_argument("--miss-m", type=_miss_range, default=DataConfig.miss_m, metavar="LO,HI",
                    help="how far beside the object (metres, uniform) a missed grasp closes")
     p.add_argument("--wrist", action=argparse.BooleanOptionalAction, default=True,
                    help="two images, front then wrist (the bundled recipe); --no-wrist: the front camera only")
-    p.add_argument("--wrist-fovy", type=float, default=DataConfig.wrist_fovy_deg, metavar="DEG",
-                   help="the sim wrist camera's vertical field of view in degrees (58: a RealSense D405's); "
-                        "config.json records it, and app.sim.eval renders the same")
+    p.add_argument("--wrist-fovy", type=_fovy, default=RECIPE["wrist_fovy"], metavar="DEG",
+                   help="the sim wrist camera's vertical field of view in degrees, or d405 (58°, the bundled "
+                        "recipe) / d435 (42.6°, the recipes before it); config.json records it, and app.sim.eval "
+                        "renders the same")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the model's training")
     p.add_argument("--expert", choices=EXPERTS, default="servo",
                    help="the pick tasks' expert: ServoPickExpert, a law of the state (the bundled recipe), or the "
@@ -1236,7 +1259,7 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                         "and depth codes are kept; no vision pre-training)")
     p.add_argument("--precision", choices=PRECISIONS, default=RECIPE["precision"],
                    help="bf16 autocast or fp32 for the vision pre-training and the model (auto: bf16 where the "
-                        "device multiplies it natively, else fp32; the bundled checkpoint: auto, bf16 on its machine)")
+                        "device multiplies it natively, else fp32; the bundled checkpoint: fp32)")
     p.add_argument("--data-cache", type=Path, default=None,
                    help="pickle of the generated data, reused when the data settings match (outside the repo)")
     args = p.parse_args(argv)

@@ -711,10 +711,11 @@ def test_the_command_line_sets_how_far_beside_a_miss_closes_and_refuses_a_bad_ra
         assert "--miss-m wants LO,HI" in capsys.readouterr().err
 
 
-def test_the_command_line_can_end_data_episodes_once_an_object_is_lost():
+def test_the_command_line_ends_data_episodes_once_an_object_is_lost_unless_told_not_to():
+    """The bundled recipe's default since 2026-12-06; the dataclass keeps the plain pipeline's."""
     from app.sim.train import parse_command
-    assert parse_command(["--end-lost"])[0].data.end_lost is True
-    assert parse_command([])[0].data.end_lost is DataConfig().end_lost is False
+    assert parse_command([])[0].data.end_lost is True
+    assert parse_command(["--no-end-lost"])[0].data.end_lost is DataConfig().end_lost is False
 
 
 def test_the_wrist_cameras_field_of_view_is_a_data_setting_recorded_and_rendered_again(tmp_path):
@@ -731,7 +732,11 @@ def test_the_wrist_cameras_field_of_view_is_a_data_setting_recorded_and_rendered
     assert "wrist_fovy_deg" not in json.loads(data_key(DataConfig()))
     cfg58 = parse_command(["--wrist-fovy", "58"])[0]
     assert cfg58.data.wrist_fovy_deg == 58.0 == json.loads(data_key(cfg58.data))["wrist_fovy_deg"]
-    assert parse_command([])[0].data.wrist_fovy_deg == DataConfig().wrist_fovy_deg
+    # the command's default is the bundled recipe's D405; d435 names the 42.6° of the recipes before it exactly
+    assert parse_command([])[0].data.wrist_fovy_deg == scene.D405_FOVY_DEG == 58.0
+    assert parse_command(["--wrist-fovy", "d435"])[0].data.wrist_fovy_deg == DataConfig().wrist_fovy_deg \
+        == scene.FOVY_DEG
+    assert parse_command(["--wrist-fovy", "D405"])[0].data.wrist_fovy_deg == 58.0
     data = DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=6, workers=1, record_prob=1.0,
                       wrist_fovy_deg=58.0)
     train(TrainConfig(steps=1, batch=4, shape=SMALL, vision_steps=0, data=data, vq=VQTrainConfig(steps=2, batch=4)),
@@ -751,6 +756,14 @@ def test_the_wrist_cameras_field_of_view_is_a_data_setting_recorded_and_rendered
             assert cell.intrinsics("wrist", w, h).fy == pytest.approx((h / 2) / np.tan(np.radians(fovy) / 2))
         finally:
             cell.close()
+
+
+def test_the_command_line_refuses_a_wrist_field_of_view_it_cannot_render(capsys):
+    from app.sim.train import parse_command
+    for bad in ("0", "-5", "200", "wide", "nan", ""):
+        with pytest.raises(SystemExit):
+            parse_command(["--wrist-fovy", bad])
+        assert "--wrist-fovy wants degrees in 10..120 or one of d435, d405" in capsys.readouterr().err
 
 
 def test_dagger_refuses_a_checkpoint_that_saw_another_wrist_camera(tmp_path):
