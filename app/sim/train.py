@@ -22,10 +22,9 @@ below: missed grasps in the picking and the steer episodes, the offset head (``O
 that end once an object is lost (``--end-lost``), a wrist camera with a RealSense D405's 58° field of view
 (``--wrist-fovy 58``), 6,000 steps in fp32. ``--ordinal-sigma 1.5`` adds soft targets over the action bins and
 coordinates (``app.sim.ordinal``; tried, not bundled). ``--no-end-lost --wrist-fovy d435 --precision auto`` is
-the recipe of the checkpoint bundled before (the D435's 42.6°); ``--miss-prob 0
---steer-miss-prob 0 --offset-weight 0 --steps 5000 --precision fp32`` on top of that, the one before it; adding
-``--no-whole-number-tokens`` gives the one before that, and ``--no-wrist --expert script --no-whole-action-tokens``
-the earlier one.
+the recipe of the checkpoint bundled before (the D435's 42.6°); with ``--miss-prob 0 --steer-miss-prob 0
+--offset-weight 0 --steps 5000 --precision fp32`` as well, the one before it; adding ``--no-whole-number-tokens``
+gives the one before that, and ``--no-wrist --expert script --no-whole-action-tokens`` the earlier one.
 
 ``--init-from DIR`` continues a checkpoint this pipeline wrote (for example a GPU run, continued on the
 CPU or on other data) instead of starting from scratch: its weights, tokenizer and action normalization
