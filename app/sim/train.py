@@ -1160,8 +1160,8 @@ WRIST_CAMERAS = {"d435": scene.FOVY_DEG, "d405": scene.D405_FOVY_DEG}
 def _fovy(text: str) -> float:
     """``--wrist-fovy``: degrees, or the name of the RealSense whose vertical field of view to render (``d435``:
     every checkpoint before 2026-12-06's; its 42.6° is rounded, so a number would not reproduce its data)."""
-    if text.lower() in WRIST_CAMERAS:
-        return WRIST_CAMERAS[text.lower()]
+    if (name := text.lower()) in WRIST_CAMERAS:
+        return WRIST_CAMERAS[name]
     try:
         deg = float(text)
     except ValueError:
@@ -1187,7 +1187,7 @@ def _miss_range(text: str) -> tuple[float, float]:
 # The bundled checkpoint's recipe, where it differs from the dataclasses' defaults (those keep the plain
 # pipeline that tests and older commands build on): the command's defaults reproduce the bundled checkpoint.
 RECIPE = {"steps": 6000, "miss_prob": 0.3, "steer_miss_prob": 0.3, "offset_weight": 1.0, "end_lost": True,
-          "wrist_fovy": scene.D405_FOVY_DEG, "precision": "fp32"}
+          "wrist_fovy": scene.D405_FOVY_DEG}
 
 
 def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
@@ -1256,7 +1256,7 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue training this checkpoint of the pipeline (its tokenizer, action normalization "
                         "and depth codes are kept; no vision pre-training)")
-    p.add_argument("--precision", choices=PRECISIONS, default=RECIPE["precision"],
+    p.add_argument("--precision", choices=PRECISIONS, default=TrainConfig.precision,
                    help="bf16 autocast or fp32 for the vision pre-training and the model (auto: bf16 where the "
                         "device multiplies it natively, else fp32; the bundled checkpoint: fp32)")
     p.add_argument("--data-cache", type=Path, default=None,

@@ -339,17 +339,13 @@ def test_the_steered_dagger_episodes_come_after_the_pick_ones_with_seeds_of_thei
 def test_the_bundled_model_drives_policy_episodes_in_the_generated_data():
     """The real path: ``DataConfig.policy`` names a checkpoint, ``generate`` loads it in its worker and
     adds its episodes (seeds apart from the scripted ones) after the scripted ones."""
-    import json
-    from pathlib import Path
-
     from app.config import DEFAULT_MODEL_PATH
     from app.sim.datagen import POLICY, POLICY_STEER, ModelPolicy, generate
-    from app.sim.scene import wrist_fovy_of
+    policy = ModelPolicy(DEFAULT_MODEL_PATH)
     # the data renders the wrist camera the bundled model saw (generate refuses another, tested in test_train)
-    seen = wrist_fovy_of(json.loads((Path(DEFAULT_MODEL_PATH) / "config.json").read_text())["training"])
     cfg = DataConfig(episodes_per_task=0, steer_episodes=1, max_steps=4, record_prob=1.0, workers=1,
                      policy=str(DEFAULT_MODEL_PATH), policy_episodes=2, policy_steer_episodes=2, policy_steps=3,
-                     wrist=True, expert="servo", wrist_fovy_deg=seen)
+                     wrist=True, expert="servo", wrist_fovy_deg=policy.wrist_fovy_deg)
     plan = episode_plan(cfg)
     assert [e for _, _, e in plan[-4:]] == [POLICY, POLICY, POLICY_STEER, POLICY_STEER]
     recs = generate(cfg)
@@ -358,7 +354,7 @@ def test_the_bundled_model_drives_policy_episodes_in_the_generated_data():
     assert not any(r.steer_episode for rs in by_episode[1:3] for r in rs)
     assert all(r.steer_episode and r.own_target != TASKS[r.task].target for rs in by_episode[3:] for r in rs)
     with pytest.raises(ValueError, match="unknown steering mode 'steer_audio'"):
-        ModelPolicy(DEFAULT_MODEL_PATH).steered(None, [(10, 10)], "steer_audio")
+        policy.steered(None, [(10, 10)], "steer_audio")
     assert {r.task for rs in by_episode[1:] for r in rs} <= set(TASKS) and all(
         r.own_trace.shape[1] == 2 for rs in by_episode[1:] for r in rs)
 
