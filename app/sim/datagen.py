@@ -37,7 +37,9 @@ its own cell.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import multiprocessing as mp
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -404,35 +406,86 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
+# a pool worker's cell and policy, made by its first chunk and kept for the next ones (one pair per process)
+_RESIDENT: dict[str, object] = {}
+
+# episodes per pool task: small, so a worker hands its records back as it goes (one big chunk per worker held
+# every record twice while it was pickled back, and 31 k records OOM-killed a worker on a 24 GB machine) and
+# the slow DAgger episodes spread over the workers
+CHUNK_EPISODES = 16
+
+
 def _worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | None]]]]) -> list[StepRecord]:
     from app.sim.cell import SimCell, SimConfig
     cfg, jobs = args
-    out: list[StepRecord] = []
-    policy = ModelPolicy(cfg.policy) if any(job[2] in (POLICY, POLICY_STEER) for _, job in jobs) else None
-    if policy is not None and "wrist" in policy.ckpt.cameras and policy.wrist_fovy_deg != cfg.wrist_fovy_deg:
+    with SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE, wrist_fovy_deg=cfg.wrist_fovy_deg)) as cell:
+        return _run_jobs(cfg, jobs, cell, _policy_for(cfg, jobs))
+
+
+def _pool_worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | None]]]]) -> list[StepRecord]:
+    """``_worker`` in a pool process: the cell and the policy outlive the chunk (the process closes them)."""
+    from app.sim.cell import SimCell, SimConfig
+    cfg, jobs = args
+    if "cell" not in _RESIDENT:
+        _RESIDENT["cell"] = SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE,
+                                              wrist_fovy_deg=cfg.wrist_fovy_deg))
+    if "policy" not in _RESIDENT:
+        _RESIDENT["policy"] = _policy_for(cfg, jobs)
+    return _run_jobs(cfg, jobs, _RESIDENT["cell"], _RESIDENT["policy"])
+
+
+def _policy_for(cfg: DataConfig, jobs) -> ModelPolicy | None:
+    """The checkpoint that drives the DAgger episodes among ``jobs`` (None if there are none)."""
+    if not any(job[2] in (POLICY, POLICY_STEER) for _, job in jobs):
+        return None
+    policy = ModelPolicy(cfg.policy)
+    if "wrist" in policy.ckpt.cameras and policy.wrist_fovy_deg != cfg.wrist_fovy_deg:
         raise ValueError(f"{cfg.policy} was trained with a {policy.wrist_fovy_deg:.1f}° wrist camera; this data "
                          f"renders a {cfg.wrist_fovy_deg:.1f}° one (--wrist-fovy)")
-    with SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE, wrist_fovy_deg=cfg.wrist_fovy_deg)) as cell:
-        for k, (episode, (seed, task, executed)) in enumerate(jobs):
-            if executed == POLICY:
-                out += run_policy_episode(cell, seed, task, cfg, episode, policy)
-            elif executed == POLICY_STEER:
-                out += run_policy_steer_episode(cell, seed, task, cfg, episode, policy)
-            else:
-                out += run_episode(cell, seed, task, executed, cfg, episode)
-            if cfg.progress and (k + 1) % 25 == 0:
-                print(f"  data worker: {k + 1}/{len(jobs)} episodes, {len(out)} steps", flush=True)
+    return policy
+
+
+def _run_jobs(cfg: DataConfig, jobs, cell, policy: ModelPolicy | None) -> list[StepRecord]:
+    out: list[StepRecord] = []
+    for k, (episode, (seed, task, executed)) in enumerate(jobs):
+        if executed == POLICY:
+            out += run_policy_episode(cell, seed, task, cfg, episode, policy)
+        elif executed == POLICY_STEER:
+            out += run_policy_steer_episode(cell, seed, task, cfg, episode, policy)
+        else:
+            out += run_episode(cell, seed, task, executed, cfg, episode)
+        if cfg.progress and cfg.workers <= 1 and (k + 1) % 25 == 0:
+            print(f"  data: {k + 1}/{len(jobs)} episodes, {len(out)} steps", flush=True)
     return out
 
 
 def generate(cfg: DataConfig) -> list[StepRecord]:
-    """All records, in episode order whatever the worker count."""
+    """All records, in episode order whatever the worker count (every episode seeds its own generator and
+    resets the cell, so which process ran it does not matter).
+
+    A worker process that dies (killed for memory, say) raises ``RuntimeError`` here: a ``multiprocessing.Pool``
+    waited forever for its lost chunk."""
     plan = list(enumerate(episode_plan(cfg)))
     if cfg.workers <= 1:        # in this process, on its threads (the training that follows keeps them)
         return _worker((cfg, plan))
-    chunks = [plan[i::cfg.workers] for i in range(cfg.workers)]
-    with mp.get_context("spawn").Pool(cfg.workers, initializer=_one_thread) as pool:
-        parts = pool.map(_worker, [(cfg, c) for c in chunks])
+    chunks = [plan[i:i + CHUNK_EPISODES] for i in range(0, len(plan), CHUNK_EPISODES)]
+    parts: list[list[StepRecord]] = []
+    done = steps = 0
+    with cf.ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_one_thread) as pool:
+        futures = [pool.submit(_pool_worker, (cfg, c)) for c in chunks]
+        try:
+            for fut in cf.as_completed(futures):
+                part = fut.result()
+                parts.append(part)
+                done, steps = done + 1, steps + len(part)
+                if cfg.progress and (done % 5 == 0 or done == len(chunks)):
+                    print(f"  data: {min(done * CHUNK_EPISODES, len(plan))}/{len(plan)} episodes "
+                          f"({done}/{len(chunks)} chunks), {steps} steps", flush=True)
+        except BrokenProcessPool as e:
+            for f in futures:
+                f.cancel()
+            raise RuntimeError(f"a data worker process died ({e}); if the system log says it was killed for "
+                               f"memory, use fewer --workers or fewer episodes") from e
     records = [r for part in parts for r in part]
     records.sort(key=lambda r: r.episode)       # stable: steps stay in order within an episode
     return records

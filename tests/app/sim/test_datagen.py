@@ -432,3 +432,43 @@ def test_generating_in_this_process_keeps_its_torch_threads():
         assert len(records) == 3 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def _killed_data_worker(args):
+    """A pool task whose process dies as one killed for memory does (SIGKILL, no exception to hand back)."""
+    import os
+    import signal
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_pool_workers_give_the_records_one_process_gives(monkeypatch):
+    """Chunks of one episode over two processes (each keeps its cell between chunks): the same records, in the
+    same order, as the episodes run here one after another on one torch thread, as a pool worker runs (on more
+    threads the processor's resize rounds a few pixels the other way)."""
+    import torch
+    from app.sim import datagen
+    cfg = DataConfig(episodes_per_task=0, steer_episodes=3, max_steps=3, record_prob=1.0, workers=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = datagen.generate(cfg)
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.setattr(datagen, "CHUNK_EPISODES", 1)
+    pooled = datagen.generate(replace(cfg, workers=2))
+    assert [r.episode for r in here] == [r.episode for r in pooled] == [0] * 3 + [1] * 3 + [2] * 3
+    for a, b in zip(here, pooled):
+        assert a.task == b.task and a.instruction == b.instruction
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.own_trace, b.own_trace)
+        np.testing.assert_array_equal(a.own_action, b.own_action)
+
+
+def test_a_killed_data_worker_is_an_error_not_a_hang(monkeypatch):
+    """A worker killed for memory once left ``multiprocessing.Pool.map`` waiting forever (55 minutes of a
+    DAgger run, nothing saved); now ``generate`` raises and says what to change."""
+    from app.sim import datagen
+    monkeypatch.setattr(datagen, "_pool_worker", _killed_data_worker)
+    cfg = DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=3, record_prob=1.0, workers=2)
+    with pytest.raises(RuntimeError, match="a data worker process died.*fewer --workers"):
+        datagen.generate(cfg)
