@@ -24,10 +24,12 @@ Actions pass through the sim arm's ``ActionAdapter`` preset as in the station. E
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import json
 import multiprocessing as mp
 import sys
 from dataclasses import asdict, dataclass, field
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -251,8 +253,13 @@ def evaluate(model_path: Path, episodes: int, tasks: list[str] | None = None, st
         results = _run_jobs((str(model_path), device, jobs, threads or 2))
     else:
         chunks = [jobs[i::workers] for i in range(workers)]
-        with mp.get_context("spawn").Pool(workers) as pool:
-            parts = pool.map(_run_jobs, [(str(model_path), device, c, threads or 1) for c in chunks])
+        # not multiprocessing.Pool: it waits forever for the chunk of a worker that was killed
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            try:
+                parts = list(pool.map(_run_jobs, [(str(model_path), device, c, threads or 1) for c in chunks]))
+            except BrokenProcessPool as e:
+                raise RuntimeError(f"an eval worker process died ({e}); if the system log says it was killed "
+                                   f"for memory, use fewer --workers") from e
         results = [r for p in parts for r in p]
     return summarize(results), results
 

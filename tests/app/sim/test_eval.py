@@ -91,3 +91,17 @@ def test_an_object_knocked_off_the_table_is_seen_as_such(cell):
     cell.data.qpos[adr:adr + 3] = [1.5, 0.0, -0.7]           # on the floor, behind the front camera
     mujoco.mj_forward(cell.model, cell.data)
     assert off_table(cell, "green_cylinder") and not off_table(cell, "red_cube")
+
+
+def _killed_eval_worker(args):
+    """A pool task whose process dies as one killed for memory does (SIGKILL, no exception to hand back)."""
+    import os
+    import signal
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_eval_worker_is_an_error_not_a_hang(tmp_path, monkeypatch):
+    import app.sim.eval as ev
+    monkeypatch.setattr(ev, "_run_jobs", _killed_eval_worker)
+    with pytest.raises(RuntimeError, match="an eval worker process died"):
+        ev.evaluate(tmp_path, 1, ["pick_red_cube"], workers=2)
