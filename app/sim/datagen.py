@@ -429,7 +429,7 @@ def _pool_worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | N
     if "cell" not in _RESIDENT:
         _RESIDENT["cell"] = SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE,
                                               wrist_fovy_deg=cfg.wrist_fovy_deg))
-    if "policy" not in _RESIDENT:
+    if _RESIDENT.get("policy") is None:      # loaded by the first chunk that has DAgger episodes
         _RESIDENT["policy"] = _policy_for(cfg, jobs)
     return _run_jobs(cfg, jobs, _RESIDENT["cell"], _RESIDENT["policy"])
 

@@ -472,3 +472,25 @@ def test_a_killed_data_worker_is_an_error_not_a_hang(monkeypatch):
     cfg = DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=3, record_prob=1.0, workers=2)
     with pytest.raises(RuntimeError, match="a data worker process died.*fewer --workers"):
         datagen.generate(cfg)
+
+
+def test_a_pool_worker_loads_the_dagger_checkpoint_at_its_first_chunk_that_needs_it(monkeypatch):
+    """A worker's first chunk may be all scripted episodes: the checkpoint is loaded by a later chunk with DAgger
+    episodes (it once stayed None, and the run failed at its first DAgger episode)."""
+    from app.config import DEFAULT_MODEL_PATH
+    from app.sim import datagen
+    policy = datagen.ModelPolicy(DEFAULT_MODEL_PATH)
+    cfg = DataConfig(episodes_per_task=0, steer_episodes=1, max_steps=3, record_prob=1.0, workers=2,
+                     policy=str(DEFAULT_MODEL_PATH), policy_episodes=1, policy_steer_episodes=0, policy_steps=2,
+                     wrist=True, expert="servo", wrist_fovy_deg=policy.wrist_fovy_deg)
+    plan = list(enumerate(episode_plan(cfg)))
+    assert [job[2] for _, job in plan][-1] == datagen.POLICY and datagen.POLICY not in plan[0][1]
+    monkeypatch.setattr(datagen, "_RESIDENT", {})
+    try:
+        scripted = datagen._pool_worker((cfg, plan[:1]))
+        assert datagen._RESIDENT["policy"] is None and len(scripted) == 3
+        driven = datagen._pool_worker((cfg, plan[1:]))
+        assert isinstance(datagen._RESIDENT["policy"], datagen.ModelPolicy)
+        assert 0 < len(driven) <= 2 and all(r.episode == 1 for r in driven)
+    finally:
+        datagen._RESIDENT["cell"].close()
