@@ -482,10 +482,12 @@ def generate(cfg: DataConfig) -> list[StepRecord]:
                     print(f"  data: {min(done * CHUNK_EPISODES, len(plan))}/{len(plan)} episodes "
                           f"({done}/{len(chunks)} chunks), {steps} steps", flush=True)
         except BrokenProcessPool as e:
-            for f in futures:
-                f.cancel()
+            pool.shutdown(cancel_futures=True)
             raise RuntimeError(f"a data worker process died ({e}); if the system log says it was killed for "
                                f"memory, use fewer --workers or fewer episodes") from e
+        except BaseException:
+            pool.shutdown(cancel_futures=True)      # a chunk's error (or Ctrl-C) ends the run now, not after the rest
+            raise
     records = [r for part in parts for r in part]
     records.sort(key=lambda r: r.episode)       # stable: steps stay in order within an episode
     return records

@@ -773,6 +773,10 @@ def test_dagger_refuses_a_checkpoint_that_saw_another_wrist_camera(tmp_path):
     from tests.checkpoints import TINY_MODEL, tiny_with_cameras
     cfg = DataConfig(episodes_per_task=0, steer_episodes=0, workers=1, policy_episodes=1, policy_steps=2,
                      wrist_fovy_deg=58.0, max_steps=2, record_prob=1.0)
+    two_cameras = str(tiny_with_cameras(tmp_path, ["front", "wrist"]))
     with pytest.raises(ValueError, match="42.6° wrist camera; this data renders a 58.0° one"):
-        generate(replace(cfg, policy=str(tiny_with_cameras(tmp_path, ["front", "wrist"]))))
+        generate(replace(cfg, policy=two_cameras))
+    # from a pool worker too (its error reaches the caller, and the chunks not started are dropped)
+    with pytest.raises(ValueError, match="42.6° wrist camera; this data renders a 58.0° one"):
+        generate(replace(cfg, policy=two_cameras, workers=2, steer_episodes=3))
     assert generate(replace(cfg, policy=str(TINY_MODEL)))          # front only: runs
