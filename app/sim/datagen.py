@@ -415,20 +415,23 @@ _RESIDENT: dict[str, object] = {}
 CHUNK_EPISODES = 16
 
 
-def _worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | None]]]]) -> list[StepRecord]:
+def _data_cell(cfg: DataConfig):
+    """The cell the data renders: the session's camera sizes, the wrist camera ``cfg`` names."""
     from app.sim.cell import SimCell, SimConfig
+    return SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE, wrist_fovy_deg=cfg.wrist_fovy_deg))
+
+
+def _worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | None]]]]) -> list[StepRecord]:
     cfg, jobs = args
-    with SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE, wrist_fovy_deg=cfg.wrist_fovy_deg)) as cell:
+    with _data_cell(cfg) as cell:
         return _run_jobs(cfg, jobs, cell, _policy_for(cfg, jobs))
 
 
 def _pool_worker(args: tuple[DataConfig, list[tuple[int, tuple[int, str, str | None]]]]) -> list[StepRecord]:
     """``_worker`` in a pool process: the cell and the policy outlive the chunk (the process closes them)."""
-    from app.sim.cell import SimCell, SimConfig
     cfg, jobs = args
     if "cell" not in _RESIDENT:
-        _RESIDENT["cell"] = SimCell(SimConfig(front_size=FRONT_SIZE, wrist_size=WRIST_SIZE,
-                                              wrist_fovy_deg=cfg.wrist_fovy_deg))
+        _RESIDENT["cell"] = _data_cell(cfg)
     if _RESIDENT.get("policy") is None:      # loaded by the first chunk that has DAgger episodes
         _RESIDENT["policy"] = _policy_for(cfg, jobs)
     return _run_jobs(cfg, jobs, _RESIDENT["cell"], _RESIDENT["policy"])
