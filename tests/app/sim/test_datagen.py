@@ -7,6 +7,7 @@ import pytest
 from app.sim.datagen import (FRONT_SIZE, LOCATED, DataConfig, drawn_pixels, episode_plan, inverse_depth, model_pixels,
                              run_episode)
 from app.sim.tasks import TASKS
+from tests.pools import die_as_if_killed_for_memory
 
 
 @pytest.fixture(scope="module")
@@ -434,13 +435,6 @@ def test_generating_in_this_process_keeps_its_torch_threads():
         torch.set_num_threads(before)
 
 
-def _killed_data_worker(args):
-    """A pool task whose process dies as one killed for memory does (SIGKILL, no exception to hand back)."""
-    import os
-    import signal
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def test_pool_workers_give_the_records_one_process_gives(monkeypatch):
     """Chunks of one episode over two processes (each keeps its cell between chunks): the same records, in the
     same order, as the episodes run here one after another on one torch thread, as a pool worker runs (on more
@@ -468,7 +462,7 @@ def test_a_killed_data_worker_is_an_error_not_a_hang(monkeypatch):
     """A worker killed for memory once left ``multiprocessing.Pool.map`` waiting forever (55 minutes of a
     DAgger run, nothing saved); now ``generate`` raises and says what to change."""
     from app.sim import datagen
-    monkeypatch.setattr(datagen, "_pool_worker", _killed_data_worker)
+    monkeypatch.setattr(datagen, "_pool_worker", die_as_if_killed_for_memory)
     cfg = DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=3, record_prob=1.0, workers=2)
     with pytest.raises(RuntimeError, match="a data worker process died.*fewer --workers"):
         datagen.generate(cfg)

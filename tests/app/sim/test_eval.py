@@ -5,6 +5,7 @@ import pytest
 from app.sim.eval import (EpisodeResult, _jobs, depth_abs_rel, main, pick_other, summarize, to_pixels,
                           trace_distance_px)
 from app.sim.tasks import TASKS
+from tests.pools import die_as_if_killed_for_memory
 from dataclasses import asdict
 
 
@@ -93,15 +94,8 @@ def test_an_object_knocked_off_the_table_is_seen_as_such(cell):
     assert off_table(cell, "green_cylinder") and not off_table(cell, "red_cube")
 
 
-def _killed_eval_worker(args):
-    """A pool task whose process dies as one killed for memory does (SIGKILL, no exception to hand back)."""
-    import os
-    import signal
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def test_a_killed_eval_worker_is_an_error_not_a_hang(tmp_path, monkeypatch):
     import app.sim.eval as ev
-    monkeypatch.setattr(ev, "_run_jobs", _killed_eval_worker)
+    monkeypatch.setattr(ev, "_run_jobs", die_as_if_killed_for_memory)
     with pytest.raises(RuntimeError, match="an eval worker process died"):
         ev.evaluate(tmp_path, 1, ["pick_red_cube"], workers=2)

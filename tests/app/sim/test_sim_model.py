@@ -129,8 +129,11 @@ def test_the_training_commands_defaults_are_the_bundled_checkpoints_recipe():
     from model.grammar import GrammarTokens
     cfg, _ = parse_command([])
     bundled = load_checkpoint(BUNDLED)
-    # a continued checkpoint (a DAgger round, README) records the run it continued: that one is the defaults'
-    made = bundled.training.get("init_from", {}).get("training", bundled.training)
+    # a continued checkpoint (a DAgger round, README) records the run it continued, which may itself be a
+    # continuation: the first run of the chain is the defaults'
+    made = bundled.training
+    while "init_from" in made:
+        made = made["init_from"]["training"]
     assert (made["seed"], made["steps"], made["batch"], made["lr"], made["vision_steps"], made["device"]) == \
         (cfg.seed, cfg.steps, cfg.batch, cfg.lr, cfg.vision_steps, cfg.device)
     assert (made["expert"], made["whole_number_tokens"], made["ordinal_sigma"]) == \
