@@ -15,7 +15,7 @@ Samples per recorded step (the reference trains half its data trajectory-conditi
   answer = the action that follows the drawn trace.
 
 The command's defaults are the recipe of the bundled checkpoint's first run (the bundled checkpoint
-is that run continued by one DAgger round, README): ``--wrist`` (every sample has two images,
+is that run continued by two DAgger rounds, README): ``--wrist`` (every sample has two images,
 front then wrist, with the reference's multi-image prompts; the trace, the look-up supervision and the
 pointer stay on the first), ``--expert servo`` (``ServoPickExpert`` for the pick tasks),
 ``--whole-action-tokens`` and ``--whole-number-tokens`` (each trace coordinate one token), and ``RECIPE``
@@ -1187,7 +1187,8 @@ def _miss_range(text: str) -> tuple[float, float]:
 
 # The bundled checkpoint's recipe, where it differs from the dataclasses' defaults (those keep the plain
 # pipeline that tests and older commands build on): the command's defaults reproduce the bundled checkpoint's
-# first run (``training.init_from.training`` in its config.json; the DAgger round on top is in the README).
+# first run (the end of the chain of ``training.init_from`` in its config.json; the two DAgger rounds on top
+# are in the README).
 RECIPE = {"steps": 6000, "miss_prob": 0.3, "steer_miss_prob": 0.3, "offset_weight": 1.0, "end_lost": True,
           "wrist_fovy": scene.D405_FOVY_DEG}
 

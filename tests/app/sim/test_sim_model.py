@@ -4,7 +4,7 @@ the cell's depth, and a trace dragged onto another object turns its action towar
 trace is forced as text (``steer_text``) or drawn on the image (``steer_visual``).
 
 It also picks at least 60% of ten held-out episodes, run as ``app.sim.eval`` runs them (issue 7's pick target;
-a strict xfail until the DAgger round bundled on 2026-12-06 picked 9 of them)."""
+a strict xfail until the first DAgger round bundled on 2026-12-06 picked 9 of them; the second picks 9 too)."""
 import json
 from pathlib import Path
 
