@@ -71,11 +71,17 @@ class EEPose:
 
 
 def to_model_space(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Pixel coordinates → MolmoAct's 0..255 trace space: x/(W-1)*255, y/(H-1)*255, rounded, clamped."""
+    """Pixel coordinates → MolmoAct's 0..255 trace space: x/(W-1)*255, y/(H-1)*255, rounded, clamped.
+
+    A point that does not project (NaN: behind the camera) becomes (-1, -1), outside the trace space, so that
+    ``datagen.traceable`` sees it; casting the NaN itself to int is undefined (x86 gives a huge negative
+    number, other CPUs 0, which would pass for the image's corner)."""
     p = np.asarray(pixels, float).reshape(-1, 2)
     scaled = p / np.array([width - 1.0, height - 1.0]) * 255.0
     # np.rint rounds halves to even, like Python's round() that model/decoder.py uses going back
-    return np.clip(np.rint(scaled), 0, 255).astype(int)
+    out = np.clip(np.rint(np.nan_to_num(scaled, nan=-1.0)), 0, 255).astype(int)
+    out[~np.isfinite(scaled).all(axis=1)] = -1
+    return out
 
 
 class SimCell:

@@ -354,8 +354,8 @@ def _record(cell, task: Task, executed: str | None, step, cfg: DataConfig, episo
 
 def traceable(trace: np.ndarray) -> bool:
     """False for a trace through a point behind the front camera (an object knocked off the table toward it
-    projects to NaN, which the int trace holds as a huge negative number): such a state has no label to
-    learn, and the episode's scene is broken from there on."""
+    projects to NaN, which ``to_model_space`` writes as -1): such a state has no label to learn, and the
+    episode's scene is broken from there on."""
     return bool(np.all(np.asarray(trace) >= 0))
 
 

@@ -70,6 +70,16 @@ def test_to_model_space():
     assert to_model_space([[100, 50]], 320, 240).tolist() == [[80, 53]]
 
 
+def test_a_point_that_does_not_project_is_outside_the_trace_space():
+    """A point behind the camera projects to NaN: it becomes (-1, -1) on every CPU, where casting the NaN to int
+    would give a huge negative number on x86 and 0 (the image's corner, a valid point) elsewhere."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # no "invalid value encountered in cast"
+        out = to_model_space([[np.nan, np.nan], [639, 479], [np.nan, 10.0], [np.inf, 5.0]], 640, 480)
+    assert out.tolist() == [[-1, -1], [255, 255], [-1, -1], [-1, -1]]
+
+
 def test_projection_lands_on_the_object_in_the_image(cell):
     cell.reset(4, "pick_red_cube")
     w, h = 640, 480

@@ -219,15 +219,16 @@ def test_a_steer_episode_can_miss_beside_the_traced_object_and_is_labelled_by_it
 
 
 def test_a_trace_through_a_point_behind_the_front_camera_is_not_traceable(front_cell):
-    """An object knocked off the table toward the front camera projects to NaN, which the int trace holds as a
-    huge negative number (a steer-miss episode once crashed the data generation on it): such a state is
-    not recorded and its episode ends."""
+    """An object knocked off the table toward the front camera projects to NaN, which the int trace holds as
+    (-1, -1) (a steer-miss episode once crashed the data generation on it): such a state is not recorded and its
+    episode ends."""
     from app.sim.datagen import traceable
     front_cell.reset(3, "pick_red_cube")
     w, h = FRONT_SIZE
     on_table = front_cell.to_model_space(front_cell.project(np.array([[0.5, 0.0, 0.02], [0.4, 0.1, 0.2]]), w, h), w, h)
     behind = front_cell.to_model_space(front_cell.project(np.array([[0.5, 0.0, 0.02], [1.6, 0.0, 0.5]]), w, h), w, h)
     assert traceable(on_table) and not traceable(behind)
+    assert behind[1].tolist() == [-1, -1] and (behind[0] >= 0).all()
 
 
 def test_an_episode_ends_when_an_object_is_lost_with_end_lost(front_cell):
