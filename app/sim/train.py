@@ -132,6 +132,7 @@ class TrainConfig:
     device: str = "cpu"            # "cuda" trains the VQ-VAE, vision tower and model on a GPU (data stays on the CPU)
     train_seconds: float | None = None   # instead of ``steps``: as many steps as fit (see calibrate_steps)
     init_from: Path | None = None  # continue a checkpoint of this pipeline (see ``continued_from``)
+    data_seed: int | None = None   # the data's seed, when not ``seed``: a second training seed on the same data
     head_warmup: int = 200         # with ``init_from``: steps that fit the training-only heads alone first
     whole_action_tokens: bool = False   # each action value one token (see build_tiny_tokenizer)
     whole_number_tokens: bool = False   # each trace coordinate one token (see build_tiny_tokenizer)
@@ -820,8 +821,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     out_dir.mkdir(parents=True, exist_ok=True)
 
     base = continued_from(cfg, out_dir, log) if cfg.init_from is not None else None   # refused before the data
-    data_cfg = replace(cfg.data, seed=cfg.seed, image_side=IMAGE_SIDE, progress=True)
-    records = _cached_records(data_cfg, data_cache, log)
+    records = _cached_records(data_config(cfg), data_cache, log)
     t_data = time.perf_counter() - t0
     log(f"{len(records)} steps from {records[-1].episode + 1} episodes in {t_data:.0f} s")
     if cfg.offset_weight > 0 and records[0].objects_m is None:
@@ -841,7 +841,7 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
 
     shape = shape_with_numbers(cfg.shape) if cfg.whole_number_tokens else cfg.shape
     tok = build_tiny_tokenizer(bpe_vocab=shape.bpe_vocab, embedding_size=shape.embedding_size,
-                               trained_vocab=shape.trained_vocab, corpus=tokenizer_corpus(cfg.seed),
+                               trained_vocab=shape.trained_vocab, corpus=tokenizer_corpus(tokenizer_seed(cfg, base)),
                                whole_action_tokens=cfg.whole_action_tokens,
                                whole_number_tokens=cfg.whole_number_tokens)
     save_tokenizer(tok, out_dir)
@@ -993,6 +993,8 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
                             "offset_weight": cfg.offset_weight,
                             "wrist_look_weight": cfg.wrist_look_weight, "mix": list(cfg.mix),
                             "precision": cfg.precision}
+    if cfg.data_seed is not None:
+        cfg_dict["training"]["data_seed"] = cfg.data_seed
     if cfg.data.policy is not None:        # DAgger: which checkpoint drove which extra episodes
         cfg_dict["training"]["dagger"] = {"from": cfg.data.policy,
                                           "policy_digest": policy_digest(Path(cfg.data.policy)),
@@ -1132,12 +1134,31 @@ def _cached_records(data_cfg: DataConfig, cache: Path | None, log) -> list[StepR
     return records
 
 
+def first_run(training: dict) -> dict:
+    """The run a chain of continuations started from: ``training.init_from.training`` followed to its end."""
+    while "init_from" in training:
+        training = training["init_from"]["training"]
+    return training
+
+
+def tokenizer_seed(cfg: TrainConfig, base) -> int:
+    """The seed whose corpus built the tokenizer: a continuation keeps its base's (the first run's), so that
+    ``--init-from X --seed 1`` is not refused for another tokenizer after its data was generated."""
+    return cfg.seed if base is None else int(first_run(base.training).get("seed", cfg.seed))
+
+
+def data_config(cfg: TrainConfig) -> DataConfig:
+    """The data a run trains on: from ``data_seed`` where given (so ``--seed 1 --data-seed 0`` reads the cache
+    ``--seed 0`` wrote), else from the run's seed."""
+    seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+    return replace(cfg.data, seed=seed, image_side=IMAGE_SIDE, progress=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_command(argv)
     log = lambda m: print(m, flush=True)  # noqa: E731
     if args.data_only:
-        records = _cached_records(replace(cfg.data, seed=cfg.seed, image_side=IMAGE_SIDE, progress=True),
-                                  args.data_cache, log)
+        records = _cached_records(data_config(cfg), args.data_cache, log)
         log(f"{len(records)} steps written to {args.data_cache}")
         return 0
     train(cfg, Path(args.out), log=log, data_cache=args.data_cache)
@@ -1198,6 +1219,8 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
     p = argparse.ArgumentParser(prog="python -m app.sim.train", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="assets/sim-molmoact")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-seed", type=int, default=None,
+                   help="seed of the generated data (default: --seed); another --seed on the same --data-cache")
     p.add_argument("--steps", type=int, default=RECIPE["steps"])
     p.add_argument("--batch", type=int, default=TrainConfig.batch)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
@@ -1272,7 +1295,7 @@ def parse_command(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.
                       vision_steps=args.vision_steps, pointer_weight=args.pointer_weight,
                       look_weight=args.look_weight, wrist_look_weight=args.wrist_look_weight,
                       offset_weight=args.offset_weight,
-                      init_from=args.init_from,
+                      init_from=args.init_from, data_seed=args.data_seed,
                       whole_action_tokens=args.whole_action_tokens,
                       whole_number_tokens=args.whole_number_tokens, ordinal_sigma=args.ordinal_sigma,
                       precision=args.precision, mix=args.mix,

@@ -346,7 +346,17 @@ def test_a_continued_checkpoint_keeps_its_tokenizer_norm_stats_and_depth_decoder
     other_data = replace(data, seed=5, steer_episodes=3)          # other actions: other norm stats
     cont = replace(base_cfg, init_from=tmp_path / "base", head_warmup=2, data=other_data)
     train(replace(cont, steps=0), tmp_path / "zero", log=lambda m: None)
-    train(cont, tmp_path / "more", log=lambda m: None)
+    train(cont, tmp_path / "more", log=lambda m: None, data_cache=tmp_path / "cont.pkl")
+    # another training seed continues it too: its tokenizer is built from the first run's seed, as the base's
+    # was (it was refused, after the data), and ``data_seed`` reads the continuation's data from its cache
+    said = []
+    train(replace(cont, seed=1, data_seed=0, steps=1), tmp_path / "seed1", log=said.append,
+          data_cache=tmp_path / "cont.pkl")
+    assert any(m.startswith("data:") and "read from" in m for m in said), said[:3]
+    assert not any(m.startswith("generating data") for m in said)
+    assert (tmp_path / "seed1" / "tokenizer.json").read_bytes() == (tmp_path / "base" / "tokenizer.json").read_bytes()
+    seed1 = json.loads((tmp_path / "seed1" / "config.json").read_text())["training"]
+    assert seed1["seed"] == 1 and seed1["data_seed"] == 0
     weights = "model-00001-of-00001.safetensors"
     assert (tmp_path / "zero" / weights).read_bytes() == (tmp_path / "base" / weights).read_bytes()
     assert (tmp_path / "more" / weights).read_bytes() != (tmp_path / "base" / weights).read_bytes()
@@ -689,6 +699,16 @@ def test_steered_dagger_episodes_change_the_data_key_and_none_keep_the_keys_of_o
     assert parse_command(["--dagger-steer-episodes", "40"])[0].data.policy_steer_episodes == 0
     cfg, _ = parse_command(["--dagger-from", str(TINY_MODEL), "--dagger-steer-episodes", "40"])
     assert (cfg.data.policy_episodes, cfg.data.policy_steer_episodes) == (240, 40)
+
+
+def test_the_data_seed_defaults_to_the_runs_seed_and_can_be_another():
+    """``--seed 1 --data-seed 0`` trains another seed on the data (and the ``--data-cache``) of ``--seed 0``."""
+    from app.sim.train import data_config, parse_command
+    plain, _ = parse_command(["--seed", "3"])
+    assert plain.data_seed is None and data_config(plain).seed == 3
+    other, _ = parse_command(["--seed", "1", "--data-seed", "0"])
+    assert (other.seed, other.data_seed, data_config(other).seed) == (1, 0, 0)
+    assert data_config(other) == data_config(parse_command([])[0])
 
 
 def test_the_command_line_sets_the_sample_mix_and_refuses_a_bad_one(capsys):
