@@ -124,16 +124,14 @@ def test_dragged_trace_turns_the_action_toward_it_with_steer_visual(station):
 def test_the_training_commands_defaults_are_the_bundled_checkpoints_recipe():
     """``python -m app.sim.train`` with no options trains what ``assets/sim-molmoact`` was trained with."""
     from app.sim.scene import wrist_fovy_of
-    from app.sim.train import IMAGE_SIDE, parse_command
+    from app.sim.train import IMAGE_SIDE, first_run, parse_command
     from model.checkpoint import load_checkpoint
     from model.grammar import GrammarTokens
     cfg, _ = parse_command([])
     bundled = load_checkpoint(BUNDLED)
     # a continued checkpoint (a DAgger round, README) records the run it continued, which may itself be a
     # continuation: the first run of the chain is the defaults'
-    made = bundled.training
-    while "init_from" in made:
-        made = made["init_from"]["training"]
+    made = first_run(bundled.training)
     assert (made["seed"], made["steps"], made["batch"], made["lr"], made["vision_steps"], made["device"]) == \
         (cfg.seed, cfg.steps, cfg.batch, cfg.lr, cfg.vision_steps, cfg.device)
     assert (made["expert"], made["whole_number_tokens"], made["ordinal_sigma"]) == \
