@@ -79,8 +79,9 @@ def to_model_space(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     p = np.asarray(pixels, float).reshape(-1, 2)
     scaled = p / np.array([width - 1.0, height - 1.0]) * 255.0
     # np.rint rounds halves to even, like Python's round() that model/decoder.py uses going back
-    out = np.clip(np.rint(np.nan_to_num(scaled, nan=-1.0)), 0, 255).astype(int)
-    out[~np.isfinite(scaled).all(axis=1)] = -1
+    projects = np.isfinite(scaled).all(axis=1)
+    out = np.full(scaled.shape, -1)
+    out[projects] = np.clip(np.rint(scaled[projects]), 0, 255)
     return out
 
 
