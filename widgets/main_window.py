@@ -11,7 +11,7 @@ import time
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.session import RunMode, Session
-from widgets import shortcuts
+from widgets import gui_thread_gc, shortcuts
 from widgets.action_panel import ActionPanel
 from widgets.bridge import SessionBridge
 from widgets.camera_view import CameraView
@@ -55,6 +55,7 @@ class MainWindow(QtWidgets.QMainWindow):
         ``feedback_path``: the preference store (SQLite); None turns the feedback panel off.
         ``record_dir``: record every step as LeRobot episodes there (→ save, ← re-record, Esc stops)."""
         super().__init__(parent)
+        gui_thread_gc.hold()                  # the session's threads must not free Qt objects (gui_thread_gc)
         self.session = session
         self.setWindowTitle("MolmoAct steering station")
         self.bridge = SessionBridge(session, self)
@@ -529,6 +530,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.feedback.close()
         if self.recorder is not None:
             self.recorder.close()                     # saves the open episode
+        gui_thread_gc.release()
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt's name
         self.shutdown()

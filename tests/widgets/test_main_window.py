@@ -160,17 +160,22 @@ def test_status_bar_shows_device_and_latency(qtbot, window):
 
 def test_window_closes_with_no_thread_left(qtbot):
     configure_pyqtgraph()
+    from widgets import gui_thread_gc
     from widgets.main_window import MainWindow
 
     before = {t.ident for t in threading.enumerate()}
+    holders = gui_thread_gc.holders()
     session = open_session(StationConfig())
     win = MainWindow(session)
+    assert gui_thread_gc.holders() == holders + 1       # while open, the UI thread does the collecting
     qtbot.addWidget(win)
     win.show()
     session.start()
     win.step()
     qtbot.waitUntil(lambda: session.reasoning is not None, timeout=20000)
     win.close()
+    win.close()                                          # twice: released once
+    assert gui_thread_gc.holders() == holders
     assert session.threads_alive == []
     left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
     assert left == []
