@@ -462,13 +462,33 @@ def _run_jobs(cfg: DataConfig, jobs, cell, policy: ModelPolicy | None) -> list[S
     return out
 
 
-def generate(cfg: DataConfig) -> list[StepRecord]:
+def scripted_part(cfg: DataConfig) -> DataConfig:
+    """The same data without the checkpoint-driven (DAgger) episodes: the first episodes of ``cfg``'s plan."""
+    return replace(cfg, policy=None, policy_episodes=0, policy_steer_episodes=0)
+
+
+def generate(cfg: DataConfig, scripted: list[StepRecord] | None = None) -> list[StepRecord]:
     """All records, in episode order whatever the worker count (every episode seeds its own generator and
     resets the cell, so which process ran it does not matter).
+
+    ``scripted``: the records of ``scripted_part(cfg)``, already made; only the DAgger episodes are run and
+    appended (a DAgger round need not replay the scripted episodes: the result is the same records).
 
     A worker process that dies (killed for memory, say) raises ``RuntimeError`` here: a ``multiprocessing.Pool``
     waited forever for its lost chunk."""
     plan = list(enumerate(episode_plan(cfg)))
+    if scripted is not None:
+        n_scripted = len(episode_plan(scripted_part(cfg)))
+        if scripted and scripted[-1].episode >= n_scripted:
+            raise ValueError(f"the scripted records given reach episode {scripted[-1].episode}; the plan's "
+                             f"scripted part has {n_scripted} episodes: they were made with other settings")
+        return list(scripted) + _generate_plan(cfg, plan[n_scripted:])
+    return _generate_plan(cfg, plan)
+
+
+def _generate_plan(cfg: DataConfig, plan: list[tuple[int, tuple[int, str, str | None]]]) -> list[StepRecord]:
+    if not plan:
+        return []
     if cfg.workers <= 1:        # in this process, on its threads (the training that follows keeps them)
         return _worker((cfg, plan))
     chunks = [plan[i:i + CHUNK_EPISODES] for i in range(0, len(plan), CHUNK_EPISODES)]

@@ -806,7 +806,10 @@ def image_reliance(model: MolmoAct, examples: list[Example], pooled_one: torch.T
 
 
 # ------------------------------------------------------------------------------ the pipeline
-def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = None) -> dict:
+def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = None,
+          records: list[StepRecord] | None = None) -> dict:
+    """``records``: the data of ``data_config(cfg)``, already made (``app.sim.chain`` keeps it in memory);
+    else it is generated, or read from ``data_cache``."""
     t0 = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -821,7 +824,8 @@ def train(cfg: TrainConfig, out_dir: Path, log=print, data_cache: Path | None = 
     out_dir.mkdir(parents=True, exist_ok=True)
 
     base = continued_from(cfg, out_dir, log) if cfg.init_from is not None else None   # refused before the data
-    records = _cached_records(data_config(cfg), data_cache, log)
+    if records is None:
+        records = _cached_records(data_config(cfg), data_cache, log)
     t_data = time.perf_counter() - t0
     log(f"{len(records)} steps from {records[-1].episode + 1} episodes in {t_data:.0f} s")
     if cfg.offset_weight > 0 and records[0].objects_m is None:
