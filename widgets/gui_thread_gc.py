@@ -3,9 +3,10 @@
 CPython collects cycles in whichever thread happens to allocate past a threshold: here often a
 session thread (the model worker, the frame thread). When that garbage holds a Qt wrapper
 (pyqtgraph's context menus and their actions sit in reference cycles), shiboken defers the C++
-delete to the UI thread as a Python pending call. That call can run inside a Qt call which already
-holds the object's pool mutex, and the UI thread then waits on itself. CI hung that way twice
-(``QObject::~QObject`` waiting on a ``QBasicMutex`` under shiboken's ``runDeletionInMainThread``).
+delete to the UI thread as a Python pending call, which runs wherever the UI thread next runs Python,
+possibly inside a Qt call that holds the object's pool mutex. A local run of the suite hung there
+(gdb: ``QObject::~QObject`` waiting on a ``QBasicMutex`` under shiboken's ``runDeletionInMainThread``,
+deleting a ``QMenu``'s actions), and CI hung at the same place of the suite.
 
 So while a holder is alive, automatic collection is off and a UI-thread timer collects instead, by
 the same generation thresholds CPython uses. Holders are counted: the last release restores the
