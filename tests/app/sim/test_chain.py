@@ -74,7 +74,8 @@ def test_a_chain_from_scratch_writes_the_last_rounds_checkpoint_and_its_timings(
     scripted, base_run, round_data, last = result["stages"]
     assert round_data["records"] > scripted["records"] == base_run["records"]
     assert last["records"] == round_data["records"]
-    assert result["total_s"] >= sum(s.get("s", s.get("total_s", 0)) for s in result["stages"])
+    stage_s = [s.get("s", s.get("total_s", 0)) for s in result["stages"]]
+    assert result["total_s"] >= sum(stage_s) - 0.05 * len(stage_s)     # each figure is rounded to 0.1 s
     training = json.loads((out / "config.json").read_text())["training"]
     assert training["init_from"]["path"] == str(work / "base") and training["dagger"]["from"] == str(work / "base")
     assert training["dagger"]["episodes"] == 1 and training["dagger"]["steer_episodes"] == 1
