@@ -4,24 +4,17 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
 from app.sim.chain import Round, main, parse_round, round_config, run_chain
 from app.sim.datagen import DataConfig, generate, scripted_part
 from app.sim.depth_vq import VQTrainConfig
 from app.sim.train import ModelShape, TrainConfig
+from tests.app.sim.records import assert_same_records
 from tests.checkpoints import TINY_MODEL
 
 SMALL = ModelShape(llm_width=32, llm_layers=1, vit_width=32, vit_layers=3)
 DATA = DataConfig(episodes_per_task=0, steer_episodes=2, max_steps=5, workers=1, record_prob=1.0)
-
-
-def same_records(a, b) -> bool:
-    return len(a) == len(b) and all(
-        x.episode == y.episode and x.task == y.task and np.array_equal(x.image, y.image)
-        and np.array_equal(x.own_action, y.own_action) and np.array_equal(x.own_trace, y.own_trace)
-        for x, y in zip(a, b))
 
 
 def test_a_round_appends_only_its_policy_episodes_to_the_scripted_records_and_gets_the_same_data():
@@ -30,7 +23,7 @@ def test_a_round_appends_only_its_policy_episodes_to_the_scripted_records_and_ge
     assert scripted and {r.episode for r in scripted} == {0, 1}
     reused = generate(cfg, scripted=scripted)
     assert len(reused) > len(scripted) and reused[:len(scripted)] == scripted   # the same objects, not re-made
-    assert same_records(reused, generate(cfg))                                 # what the whole plan makes
+    assert_same_records(reused, generate(cfg))                                 # what the whole plan makes
 
 
 def test_scripted_records_of_other_settings_are_refused():

@@ -7,6 +7,7 @@ import pytest
 from app.sim.datagen import (FRONT_SIZE, LOCATED, DataConfig, drawn_pixels, episode_plan, inverse_depth, model_pixels,
                              run_episode)
 from app.sim.tasks import TASKS
+from tests.app.sim.records import assert_same_records
 from tests.pools import die_as_if_killed_for_memory
 
 
@@ -452,11 +453,7 @@ def test_pool_workers_give_the_records_one_process_gives(monkeypatch):
     monkeypatch.setattr(datagen, "CHUNK_EPISODES", 1)
     pooled = datagen.generate(replace(cfg, workers=2))
     assert [r.episode for r in here] == [r.episode for r in pooled] == [0] * 3 + [1] * 3 + [2] * 3
-    for a, b in zip(here, pooled):
-        assert a.task == b.task and a.instruction == b.instruction
-        np.testing.assert_array_equal(a.image, b.image)
-        np.testing.assert_array_equal(a.own_trace, b.own_trace)
-        np.testing.assert_array_equal(a.own_action, b.own_action)
+    assert_same_records(here, pooled)
 
 
 def test_a_killed_data_worker_is_an_error_not_a_hang(monkeypatch):
