@@ -25,6 +25,8 @@ from app.sim.datagen import generate
 from app.sim.train import TrainConfig, _cached_records, data_config, parse_command, train
 
 ROUND_LR = 7e-4
+# app.sim.train's options that a round sets itself
+ROUND_SET = ("init_from", "dagger_from", "dagger_episodes", "dagger_steer_episodes", "data_only", "train_seconds")
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,11 @@ def main(argv: list[str] | None = None) -> int:
                    metavar="E,S,STEPS[,LR]")
     p.add_argument("--work", type=Path, default=None, help="the intermediate checkpoints (default: OUT.rounds)")
     own, rest = p.parse_known_args(argv)
-    for flag in ("--init-from", "--dagger-from", "--dagger-episodes", "--dagger-steer-episodes", "--data-only",
-                 "--train-seconds"):
-        if any(a == flag or a.startswith(flag + "=") for a in rest):
-            p.error(f"{flag} is not a chain option: the rounds set what it would")
     cfg, args = parse_command(rest)
+    defaults = vars(parse_command([])[1])
+    for name in ROUND_SET:      # read from the parsed options, so an abbreviation (--init) is caught too
+        if getattr(args, name) != defaults[name]:
+            p.error(f"--{name.replace('_', '-')} is not a chain option: the rounds set what it would")
     out = Path(args.out)
     work = own.work or out.with_name(out.name + ".rounds")
     log = lambda m: print(m, flush=True)  # noqa: E731

@@ -42,7 +42,8 @@ def test_round_options_parse_and_bad_ones_are_refused():
 
 
 def test_the_chain_refuses_options_its_rounds_set(capsys, tmp_path):
-    for flag in (["--init-from", "x"], ["--dagger-from", "x"], ["--train-seconds", "10"]):
+    for flag in (["--init-from", "x"], ["--dagger-from", "x"], ["--train-seconds", "10"], ["--init", "x"],
+                 ["--dagger-episodes=5"]):
         with pytest.raises(SystemExit):
             main(["--out", str(tmp_path / "o"), *flag])
         assert "not a chain option" in capsys.readouterr().err
